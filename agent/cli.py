@@ -1,0 +1,123 @@
+"""Command line: argparse, logging, and the mapping of known errors to exit codes.
+
+This is the only place that exits. Known errors print one line; --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.config import config_path, load_config
+from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, AgentError, ConfigError
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ghost-agent",
+        description="Pull-based deploy agent for Ghost sites.",
+    )
+    parser.add_argument("--config", metavar="PATH",
+                        help="agent.toml (default: $GHOST_AGENT_CONFIG, "
+                             "else /etc/ghost-agent/agent.toml)")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    parser.add_argument("--version", action="version", version=f"ghost-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="the service: poll, deploy, report (systemd Type=notify)")
+    sub.add_parser("once", help="one cycle: look at the remote, deploy if a target is due")
+    sub.add_parser("check-config", help="validate the config and print every problem")
+    status = sub.add_parser("status", help="what is live, what is pending and why")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    deploy = sub.add_parser("deploy", help="deploy now, outside the window (manual override)")
+    deploy.add_argument("--ref", metavar="BRANCH_OR_SHA",
+                        help="a branch or commit (default: the flag's target)")
+    sub.add_parser("rollback", help="make the previous release live again")
+    demo = sub.add_parser("demo", help="the main job in a throwaway sandbox (no root, no network)")
+    demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
+    return parser
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        # journald adds its own timestamps; <N> prefixes carry the priority.
+        handler.setFormatter(_JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # These log full URLs (a webhook URL is a secret) and chatter at debug level.
+    for noisy in ("slack_sdk", "urllib3", "git", "schedule"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _JournalFormatter(logging.Formatter):
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except AgentError as exc:
+        if args.debug:
+            log.exception("ghost-agent %s", args.command)
+        print(f"ghost-agent {args.command}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from agent.demo.run import run_demo
+
+        return run_demo(keep=args.keep)
+
+    path = config_path(args.config)
+    config = load_config(path)
+    if args.command == "check-config":
+        print(f"{path}: ok")
+        return EXIT_OK
+    if args.command == "status":
+        from agent.status import render_status, status_dict
+
+        info = status_dict(config)
+        print(json.dumps(info, indent=2) if args.json else render_status(info))
+        return EXIT_OK
+    if args.command == "run":
+        from agent.daemon import run_service
+
+        return run_service(config)
+
+    from agent.cycle import Agent
+
+    agent = Agent.from_config(config)
+    if args.command == "once":
+        outcome = agent.once()
+    elif args.command == "deploy":
+        outcome = agent.deploy_ref(args.ref)
+    elif args.command == "rollback":
+        outcome = agent.rollback()
+    else:  # pragma: no cover - argparse restricts the choices
+        raise AssertionError(args.command)
+    print(outcome.message)
+    return outcome.exit_code if outcome.exit_code in (EXIT_OK, EXIT_FAILED) else EXIT_FAILED

@@ -1,0 +1,78 @@
+"""`ghost-agent run`: the service loop. Poll on a schedule, deploy, keep systemd informed."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+
+import schedule
+
+from agent.config import Config
+from agent.cycle import Agent, Interrupted
+from agent.errors import AgentError, TemporaryError
+from agent.sdnotify import Heartbeat, notify, watchdog_interval
+
+log = logging.getLogger("agent")
+TICK = 1.0  # the loop wakes at least this often to answer signals and ping the watchdog
+
+
+def cycle_budget(config: Config) -> float:
+    """The longest one cycle may take before the watchdog should give up on it."""
+    git = config.git.timeout_seconds * 4  # ls-remote, fetch, log, export
+    restart = (config.ghost.restart_timeout_seconds + config.ghost.verify_seconds) * 2
+    return git + config.deploy.build_timeout_seconds * max(1, len(config.deploy.build)) \
+        + restart + 60
+
+
+def run_service(config: Config, agent: Agent | None = None) -> int:
+    stop = threading.Event()
+    agent = agent or Agent.from_config(config, stop_requested=stop.is_set)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received; stopping after the current step", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    heartbeat = Heartbeat(watchdog_interval()).start()
+    budget = cycle_budget(config)
+
+    def poll() -> None:
+        if stop.is_set():
+            return
+        heartbeat.expect(budget)
+        try:
+            outcome = agent.once()
+            notify(f"STATUS={outcome.message}")
+            if outcome.record:
+                log.info("%s", outcome.message)
+        except Interrupted as exc:
+            log.info("%s", exc.message)
+        except TemporaryError as exc:
+            log.warning("%s", exc.message)
+            notify(f"STATUS=waiting: {exc.message}")
+        except AgentError as exc:
+            log.error("%s", exc.message)
+            notify(f"STATUS=error: {exc.message}")
+
+    scheduler = schedule.Scheduler()
+    scheduler.every(config.git.poll_seconds).seconds.do(poll)
+    notify("READY=1")
+    notify(f"STATUS=watching {config.site.flag} every {config.git.poll_seconds:g}s")
+    log.info("watching %s for %s every %gs", config.site.name, config.site.flag,
+             config.git.poll_seconds)
+    poll()
+    # A little jitter so a fleet started together does not poll the remote in step.
+    jitter = min(1.0, config.git.poll_seconds * 0.1)
+    while not stop.is_set():
+        heartbeat.expect(TICK * 3 + jitter)
+        wait = scheduler.idle_seconds
+        stop.wait(max(0.0, min(TICK, (wait or 0) + random.uniform(0, jitter))))  # noqa: S311
+        if not stop.is_set():
+            scheduler.run_pending()
+    notify("STOPPING=1")
+    heartbeat.stop()
+    log.info("stopped")
+    return 0

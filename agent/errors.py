@@ -1,0 +1,54 @@
+"""The error tree. Each error carries the operator's one-line message and an exit code.
+
+cli.py is the only place that turns these into exit statuses.
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a deploy did not succeed (rolled back or failed)
+EXIT_TEMPFAIL = 75  # temporary trouble: remote unreachable, lock held (sysexits EX_TEMPFAIL)
+EXIT_CONFIG = 78  # bad configuration (sysexits EX_CONFIG)
+
+
+class AgentError(Exception):
+    """A known failure with a one-line message for the operator."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AgentError):
+    """The config is invalid. Carries every problem found, one line each."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems) if self.problems else "invalid config")
+
+
+class TemporaryError(AgentError):
+    """Trouble that may pass by itself: the next cycle tries again."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class RemoteError(TemporaryError):
+    """The git remote could not be read or fetched."""
+
+
+class LockBusy(TemporaryError):
+    """Another run holds the state lock."""
+
+
+class CommandError(AgentError):
+    """A subprocess failed or timed out. The message holds the (redacted) stderr tail."""
+
+
+class DeployError(AgentError):
+    """A deploy step failed; the cycle decides whether to roll back."""

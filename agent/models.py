@@ -1,0 +1,103 @@
+"""Value types shared by the modules. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OUTCOMES = ("deployed", "rolled_back", "failed")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The remote's branch heads that matter to this host, as read by one ls-remote."""
+
+    heads: dict[str, str]  # branch name -> 40-hex commit
+
+
+@dataclass(frozen=True)
+class Target:
+    """What this host should run: a branch head."""
+
+    branch: str
+    commit: str
+    version: str | None = None  # e.g. "1.3.22" for release branches, None for an exact flag
+    version_key: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of branch selection: the target (or None) and branches that were skipped."""
+
+    target: Target | None
+    unreadable: tuple[str, ...] = ()  # release-looking branches whose version cannot be read
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    url: str
+    ok: bool
+    status: int | None
+    ms: int
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Release:
+    """A verified release kept on disk for rollback."""
+
+    commit: str
+    branch: str
+    version: str | None
+    dir: str
+    since: str  # ISO time it went live
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Release:
+        return cls(
+            commit=data["commit"],
+            branch=data["branch"],
+            version=data.get("version"),
+            dir=data["dir"],
+            since=data["since"],
+        )
+
+
+@dataclass
+class DeployRecord:
+    """One deploy attempt: the single result that feeds state, the ci-cd files and Slack."""
+
+    trigger: str  # poll | manual | rollback | recovery
+    branch: str
+    version: str | None
+    commit: str
+    previous_commit: str | None
+    outcome: str  # one of OUTCOMES
+    started_at: str
+    finished_at: str
+    cards: list[str] = field(default_factory=list)
+    uncarded_commits: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    # Extensions to the contract's schema:
+    site: str | None = None
+    live_commit: str | None = None  # what is live once this record was written
+    step: str | None = None  # where a failure happened: fetch, stage, build, switch, restart, checks
+    journal_tail: list[str] = field(default_factory=list)
+    history_rewritten: bool = False
+    duration_ms: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeployRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

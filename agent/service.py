@@ -1,0 +1,45 @@
+"""The one Ghost unit: restart it with systemctl and read its journal. systemctl comes from PATH."""
+
+from __future__ import annotations
+
+import shutil
+
+from agent import proc
+from agent.errors import CommandError, DeployError
+
+
+class GhostService:
+    def __init__(self, unit: str, restart_timeout: float, journal_lines: int = 30):
+        self.unit = unit
+        self.restart_timeout = restart_timeout
+        self.journal_lines = journal_lines
+
+    def restart(self) -> None:
+        """`systemctl restart UNIT`; raises DeployError naming the unit and systemctl's words."""
+        systemctl = shutil.which("systemctl")
+        if not systemctl:
+            raise DeployError("systemctl not found on PATH")
+        try:
+            proc.run([systemctl, "restart", self.unit], timeout=self.restart_timeout)
+        except CommandError as exc:
+            raise DeployError(f"restart of {self.unit} failed: {exc.message}") from None
+        # A unit can "restart" and die at once (bad config, port held): ask again.
+        status = proc.run([systemctl, "is-active", self.unit], timeout=15, check=False)
+        state = status.stdout.strip() or status.stderr.strip()
+        if status.returncode != 0 and state not in ("active", "activating", "reloading"):
+            raise DeployError(f"{self.unit} is {state or 'not active'} after restart")
+
+    def journal_tail(self) -> list[str]:
+        """The unit's last journal lines, or [] where journalctl does not work."""
+        journalctl = shutil.which("journalctl")
+        if not journalctl:
+            return []
+        try:
+            out = proc.run(
+                [journalctl, "--unit", self.unit, "--lines", str(self.journal_lines),
+                 "--no-pager", "--output", "short-iso", "--quiet"],
+                timeout=10,
+            )
+        except CommandError:
+            return []
+        return [line for line in out.stdout.splitlines() if line.strip()][-self.journal_lines:]

@@ -1,0 +1,139 @@
+"""The agent's memory in state_dir: what is live, what was seen, what failed, the history.
+
+Written atomically (temporary file, fsync, rename), so a kill at any moment leaves the old
+state or the new one. The lock is an flock on an open file: the kernel drops it when the
+process dies, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.atomic import write_json_atomic
+from agent.errors import AgentError, LockBusy
+from agent.models import DeployRecord, Release
+
+STATE_FILE = "state.json"
+LOCK_FILE = "agent.lock"
+SCHEMA = 1
+
+
+class StateError(AgentError):
+    exit_code = 78  # needs a person: the file was edited or damaged by hand
+
+
+@dataclass
+class State:
+    releases: list[Release] = field(default_factory=list)  # verified, newest first; [0] is live
+    seen: dict[str, Any] | None = None  # the target last seen on the remote
+    pending: dict[str, Any] | None = None  # {"branch", "commit", "reason"}
+    quarantine: dict[str, dict[str, Any]] = field(default_factory=dict)  # commit -> why
+    inflight: dict[str, Any] | None = None  # a deploy between switch and verdict
+    history: list[dict[str, Any]] = field(default_factory=list)  # DeployRecord dicts, newest first
+    last_problem: str | None = None  # the last temporary trouble, for `status`
+
+    @property
+    def current(self) -> Release | None:
+        return self.releases[0] if self.releases else None
+
+    @property
+    def previous(self) -> Release | None:
+        return self.releases[1] if len(self.releases) > 1 else None
+
+    def add_record(self, record: DeployRecord, limit: int) -> None:
+        self.history.insert(0, record.to_dict())
+        del self.history[limit:]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "releases": [r.to_dict() for r in self.releases],
+            "seen": self.seen,
+            "pending": self.pending,
+            "quarantine": self.quarantine,
+            "inflight": self.inflight,
+            "history": self.history,
+            "last_problem": self.last_problem,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> State:
+        return cls(
+            releases=[Release.from_dict(r) for r in data.get("releases", [])],
+            seen=data.get("seen"),
+            pending=data.get("pending"),
+            quarantine=dict(data.get("quarantine") or {}),
+            inflight=data.get("inflight"),
+            history=list(data.get("history") or []),
+            last_problem=data.get("last_problem"),
+        )
+
+
+class StateStore:
+    def __init__(self, state_dir: Path):
+        self.dir = state_dir
+        self.path = state_dir / STATE_FILE
+        self._lock_fd: int | None = None
+
+    def load(self) -> State:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+            if data.get("schema") != SCHEMA:
+                raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
+            return State.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self.path} is damaged ({exc}); move it aside to start afresh") \
+                from None
+
+    def save(self, state: State) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, state.to_dict(), mode=0o640)
+
+    # -- the lock ------------------------------------------------------------------------
+    def lock(self) -> StateStore:
+        """Take the lock or raise LockBusy at once. Use as a context manager."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise LockBusy(
+                f"another ghost-agent run holds {self.dir / LOCK_FILE}"
+                + (f" (pid {holder})" if holder else "")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> StateStore:
+        return self.lock()
+
+    def __exit__(self, *exc: object) -> None:
+        self.unlock()
+
+
+def _read_pid(fd: int) -> str | None:
+    try:
+        data = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return None
+    return data if data.isdigit() else None

@@ -1,0 +1,66 @@
+"""`ghost-agent status`: what is live, what is pending and why, the window, the last outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent import clock, window
+from agent.config import Config
+from agent.state import StateStore
+
+
+def status_dict(config: Config, now=None) -> dict[str, Any]:
+    now = now or clock.now()
+    state = StateStore(config.agent.state_dir).load()  # read-only: no lock needed
+    current = state.current
+    last = state.history[0] if state.history else None
+    decision = window.decide(config.window, now)
+    return {
+        "site": config.site.name,
+        "flag": config.site.flag,
+        "live": current.to_dict() if current else None,
+        "previous": state.previous.to_dict() if state.previous else None,
+        "seen": state.seen,
+        "pending": state.pending,
+        "window": None if config.window is None else {
+            "open": decision.open,
+            "next_opening": clock.iso(decision.opens_at) if not decision.open
+            else clock.iso(window.next_opening(config.window, now)),
+        },
+        "last": None if last is None else {
+            k: last.get(k) for k in ("outcome", "branch", "commit", "finished_at", "error",
+                                     "trigger")},
+        "quarantine": state.quarantine,
+        "interrupted_deploy": state.inflight,
+        "problem": state.last_problem,
+    }
+
+
+def render_status(info: dict[str, Any]) -> str:
+    lines = [f"site:     {info['site']} (flag {info['flag']})"]
+    live = info["live"]
+    lines.append(f"live:     {live['branch']} {live['commit'][:7]} since {live['since']}"
+                 if live else "live:     nothing deployed yet")
+    pending = info["pending"]
+    lines.append(f"pending:  {pending['branch']} {pending['commit'][:7]}: {pending['reason']}"
+                 if pending else "pending:  nothing")
+    win = info["window"]
+    if win is None:
+        lines.append("window:   none (changes deploy as soon as they are seen)")
+    else:
+        lines.append(f"window:   {'open' if win['open'] else 'closed'}; "
+                     f"next opening {win['next_opening']}")
+    last = info["last"]
+    if last:
+        text = f"{last['outcome']} {last['branch']} {last['commit'][:7]} at {last['finished_at']}"
+        if last.get("error"):
+            text += f": {last['error']}"
+        lines.append(f"last:     {text}")
+    for commit, why in info["quarantine"].items():
+        lines.append(f"held back: {commit[:7]} ({why.get('branch')}): {why.get('reason')}")
+    if info["interrupted_deploy"]:
+        lines.append(f"interrupted: {info['interrupted_deploy']['commit'][:7]} "
+                     "(the next run finishes it)")
+    if info["problem"]:
+        lines.append(f"problem:  {info['problem']}")
+    return "\n".join(lines)
