@@ -1,0 +1,653 @@
+"""agent/config.py: loading, defaults, and one clear problem line per mistake."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from pathlib import Path
+
+import pytest
+
+from agent import config as cfg
+from agent.config import (
+    DEFAULT_CONFIG_PATH,
+    CheckConfig,
+    Config,
+    config_path,
+    load_config,
+)
+from agent.errors import EXIT_CONFIG, ConfigError
+from agent import redact as redact_module
+from agent.redact import redact
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "agent.toml.example"
+
+MINIMAL = """\
+[site]
+name = "dev1"
+flag = "dev1"
+public_url = "https://dev1.website.com/"
+content_dir = "/var/www/ghost/content"
+
+[git]
+remote = "git@github.com:acme/site.git"
+
+[deploy]
+path = "/var/www/ghost/content/themes/acme"
+
+[ghost]
+unit = "ghost_dev1-website-com"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets(monkeypatch):
+    """Secrets registered by one test must not mask text in another module's tests."""
+    monkeypatch.setattr(redact_module, "_registered", set(redact_module._registered))
+
+
+def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.exit_code == EXIT_CONFIG
+    assert info.value.problems, "a ConfigError must carry its problems"
+    return info.value.problems
+
+
+def set_key(text: str, table: str, key: str, toml_value: str) -> str:
+    """MINIMAL with `key = value` set (replaced or added) in [table]."""
+    lines = text.splitlines()
+    start = lines.index(f"[{table}]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    for i in range(start + 1, end):
+        if re.match(rf"{re.escape(key)}\s*=", lines[i]):
+            lines[i] = f"{key} = {toml_value}"
+            break
+    else:
+        lines.insert(start + 1, f"{key} = {toml_value}")
+    return "\n".join(lines) + "\n"
+
+
+def drop_key(text: str, key: str) -> str:
+    return "".join(
+        line for line in text.splitlines(keepends=True) if not line.startswith(f"{key} =")
+    )
+
+
+def one_problem(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}: "), problems[0]
+    return problems[0]
+
+
+def bad_value(tmp_path: Path, table: str, key: str, toml_value: str, base: str = MINIMAL) -> str:
+    """The single problem for [table] key = toml_value; it names the file, key and value."""
+    line = one_problem(tmp_path, set_key(base, table, key, toml_value))
+    assert f"[{table}] {key} = " in line, line
+    return line
+
+
+# --------------------------------------------------------------------------- valid configs
+
+
+def test_example_loads_with_expected_values():
+    config = load_config(EXAMPLE)
+    assert isinstance(config, Config)
+    assert config.path == EXAMPLE
+    assert config.site.name == "dev1"
+    assert config.site.flag == "dev1"
+    assert config.site.release_prefix is None
+    assert config.site.public_url == "https://dev1.website.com"
+    assert config.site.local_url == "http://127.0.0.1:2368"
+    assert config.site.content_dir == Path("/var/www/ghost/content")
+    assert config.site.ci_cd_dir == Path("/var/www/ghost/content/files")
+    assert config.agent.state_dir == Path("/var/lib/ghost-agent")
+    assert config.git.remote == "git@github.com:acme/site.git"
+    assert config.git.poll_seconds == 10
+    assert config.deploy.path == Path("/var/www/ghost/content/themes/acme")
+    assert config.deploy.releases_dir == Path("/var/lib/ghost-agent/releases")
+    assert config.deploy.keep == 5
+    assert config.deploy.build == ()
+    assert config.ghost.unit == "ghost_dev1-website-com.service"
+    assert config.window is None
+    assert config.slack is None
+    assert [c.name for c in config.checks] == ["local", "public"]
+    assert config.cards.pattern == "[A-Z][0-9]{3,}"
+
+
+def test_example_optional_tables_load_when_uncommented(tmp_path):
+    """The commented [window] and [[checks]] examples are valid too, once uncommented."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    # "# [window]", "# start = ...", ...: uncomment; leave [slack] commented (webhook OR token)
+    uncommented = (
+        re.sub(
+            r"^# (\[window\]|\[\[checks\]\]|(?:start|minutes|timezone|name|url|status|contains|"
+            r"timeout_seconds) = .*)$",
+            r"\1",
+            text.split("# [slack]")[0],
+            flags=re.M,
+        )
+        + "# [slack]"
+        + text.split("# [slack]")[1]
+    )
+    config = load_config(write(tmp_path, uncommented))
+    assert config.window == cfg.WindowConfig(datetime.time(3, 30), 60, "Europe/Paris")
+    assert config.checks == (
+        CheckConfig("home", "http://127.0.0.1:2368/", 200, "Acme", 5.0),
+        CheckConfig("public", "https://dev1.website.com/"),
+    )
+
+
+def test_minimal_config_gets_the_defaults(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path)
+    assert config.path == path
+    site = config.site
+    assert site.public_url == "https://dev1.website.com"  # trailing "/" stripped
+    assert site.local_url == "http://127.0.0.1:2368"
+    assert site.ci_cd_dir == Path("/var/www/ghost/content/files")
+    assert config.agent == cfg.AgentSection(Path("/var/lib/ghost-agent"), 500)
+    assert config.git == cfg.GitConfig("git@github.com:acme/site.git", 10, 60, None)
+    assert config.deploy == cfg.DeployConfig(
+        Path("/var/www/ghost/content/themes/acme"),
+        Path("/var/lib/ghost-agent/releases"),
+        5,
+        (),
+        600,
+    )
+    assert config.ghost == cfg.GhostConfig("ghost_dev1-website-com.service", 90, 60, 30)
+    assert config.window is None
+    assert config.checks == (
+        CheckConfig("local", "http://127.0.0.1:2368/", 200, None, 5),
+        CheckConfig("public", "https://dev1.website.com/", 200, None, 5),
+    )
+    assert config.slack is None
+    assert config.cards == cfg.CardsConfig("[A-Z][0-9]{3,}", None, False)
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.site.name = "other"  # type: ignore[misc]
+
+
+def test_full_config_with_every_table(tmp_path):
+    text = MINIMAL.replace('flag = "dev1"', 'flag = "staging1*"') + (
+        '[agent]\nstate_dir = "/srv/agent"\nhistory = 20\n'
+        '[window]\nstart = "3:05"\nminutes = 90\ntimezone = "Europe/Paris"\n'
+        '[[checks]]\nname = "api"\nurl = "{public_url}/ghost/api/content/?key=x"\n'
+        'status = 301\ncontains = "ok"\ntimeout_seconds = 2.5\n'
+        '[slack]\ntoken = "xoxb-1234-abcd"\nchannel = "#ci-cd"\n'
+        '[cards]\npattern = "CARD-[0-9]+"\nboard_url = "https://trello.com/b/x"\nrequire = true\n'
+    )
+    text = set_key(text, "deploy", "build", '[["npm", "ci"], ["npm", "run", "build"]]')
+    text = set_key(text, "deploy", "keep", "2")
+    text = set_key(text, "git", "ssh_key", '"/etc/ghost-agent/id_ed25519"')
+    text = set_key(text, "git", "poll_seconds", "0.5")
+    text = set_key(text, "ghost", "unit", '"ghost.target"')
+    config = load_config(write(tmp_path, text))
+    assert config.site.release_prefix == "staging1"
+    assert config.agent == cfg.AgentSection(Path("/srv/agent"), 20)
+    assert config.deploy.releases_dir == Path("/srv/agent/releases")
+    assert config.deploy.keep == 2
+    assert config.deploy.build == (("npm", "ci"), ("npm", "run", "build"))
+    assert config.git.ssh_key == Path("/etc/ghost-agent/id_ed25519")
+    assert config.git.poll_seconds == 0.5
+    assert config.ghost.unit == "ghost.target"  # a unit suffix is kept
+    assert config.window == cfg.WindowConfig(datetime.time(3, 5), 90, "Europe/Paris")
+    assert config.checks == (
+        CheckConfig("api", "https://dev1.website.com/ghost/api/content/?key=x", 301, "ok", 2.5),
+    )
+    assert config.slack == cfg.SlackConfig(None, "xoxb-1234-abcd", "#ci-cd", 5)
+    assert config.cards == cfg.CardsConfig("CARD-[0-9]+", "https://trello.com/b/x", True)
+
+
+def test_window_accepts_a_toml_time_literal(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "[window]\nstart = 03:30:00\nminutes = 60\n"))
+    assert config.window == cfg.WindowConfig(datetime.time(3, 30), 60, None)
+
+
+@pytest.mark.parametrize("flag", ["dev1", "feature/new-home", "release_1.2", "staging1*", "a/b*"])
+def test_good_flags(tmp_path, flag):
+    config = load_config(write(tmp_path, set_key(MINIMAL, "site", "flag", f'"{flag}"')))
+    assert config.site.flag == flag
+
+
+# --------------------------------------------------------------------------- one problem each
+
+
+def test_wrong_type_names_file_key_and_value(tmp_path):
+    line = bad_value(tmp_path, "git", "poll_seconds", '"ten"')
+    assert line == (
+        f'{tmp_path / "agent.toml"}: [git] poll_seconds = "ten": '
+        "expected a number of seconds > 0 and <= 86400"
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "expected"),
+    [
+        ("git", "poll_seconds", "true", "expected a number of seconds"),  # bools are not numbers
+        ("git", "poll_seconds", "0", "expected a number of seconds > 0"),
+        ("git", "poll_seconds", "86401", "<= 86400"),
+        ("git", "timeout_seconds", "-1", "expected a number of seconds > 0"),
+        ("git", "timeout_seconds", "inf", "expected a number of seconds"),
+        ("site", "name", "1", "expected a string"),
+        ("site", "name", '""', "expected a non-empty name"),
+        ("site", "name", '"a\\nb"', "one line"),
+        ("agent", "history", "0", "expected a whole number from 1 to 100000"),
+        ("agent", "history", "5.0", "expected a whole number"),
+        ("deploy", "keep", "1", "expected a whole number >= 2"),
+        ("deploy", "keep", '"5"', "expected a whole number >= 2"),
+        ("ghost", "unit", '"ghost site"', "expected a systemd unit name"),
+        ("ghost", "unit", '"-ghost"', "expected a systemd unit name"),
+        ("ghost", "journal_lines", "-1", "expected a whole number"),
+        ("git", "remote", '"--upload-pack=touch /tmp/x"', 'starting with "-"'),
+        ("git", "remote", '""', "expected a git URL or path"),
+        ("git", "remote", '"git@github.com:acme/my site.git"', "without spaces"),
+        ("cards", "require", '"yes"', "expected true or false"),
+    ],
+)
+def test_bad_values(tmp_path, table, key, value, expected):
+    base = MINIMAL if f"[{table}]" in MINIMAL else MINIMAL + f"[{table}]\n"
+    line = bad_value(tmp_path, table, key, value, base)
+    assert f"[{table}] {key} = {value}: " in line
+    assert expected in line
+
+
+def test_missing_required_key(tmp_path):
+    path = write(tmp_path, drop_key(MINIMAL, "flag"))
+    assert problems_of(path) == [f"{path}: [site] flag: missing (required)"]
+
+
+def test_missing_required_table_is_one_problem(tmp_path):
+    text = MINIMAL.replace('[git]\nremote = "git@github.com:acme/site.git"\n', "")
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}: [git]: missing (required table)"]
+
+
+def test_unknown_key(tmp_path):
+    path = write(tmp_path, set_key(MINIMAL, "site", "colour", '"blue"'))
+    assert problems_of(path) == [f"{path}: [site] colour: unknown key"]
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    line = one_problem(tmp_path, set_key(MINIMAL, "git", "poll_second", "5"))
+    assert line.endswith("[git] poll_second: unknown key (did you mean poll_seconds?)")
+
+
+def test_unknown_nested_table_is_an_unknown_key(tmp_path):
+    line = one_problem(tmp_path, MINIMAL + "[site.extra]\nx = 1\n")
+    assert line.endswith("[site] extra: unknown key")
+
+
+def test_unknown_table(tmp_path):
+    path = write(tmp_path, MINIMAL + "[colours]\nsite = 1\n")
+    assert problems_of(path) == [f"{path}: [colours]: unknown table"]
+
+
+def test_misspelt_table_gets_a_hint(tmp_path):
+    line = one_problem(tmp_path, MINIMAL + '[windows]\nstart = "03:30"\n')
+    assert line.endswith("[windows]: unknown table (did you mean [window]?)")
+
+
+def test_key_outside_any_table(tmp_path):
+    line = one_problem(tmp_path, 'name = "dev1"\n' + MINIMAL)
+    assert line.endswith("name: unknown key outside any table (keys belong in a table)")
+
+
+def test_table_of_the_wrong_shape(tmp_path):
+    line = one_problem(tmp_path, MINIMAL + "[[cards]]\npattern = 'X'\n")
+    assert line.endswith("[[cards]]: expected a single [cards] table, not an array of tables")
+    line = one_problem(tmp_path, 'cards = "X"\n' + MINIMAL)
+    assert line.endswith('cards = "X": expected a [cards] table')
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("public_url", '"dev1.website.com"', "expected an http(s) URL with a host"),
+        ("public_url", '"ftp://dev1.website.com"', "expected an http(s) URL with a host"),
+        ("public_url", '"https://"', "expected an http(s) URL with a host"),
+        ("public_url", '"https://dev1.website.com/?x=1"', "without ?query or #fragment"),
+        ("public_url", '"https://dev1.website.com/#top"', "without ?query or #fragment"),
+        ("local_url", '"http://127.0.0.1:99999"', "valid host and port"),
+        ("local_url", '"http://127.0.0.1 :2368"', "without spaces"),
+    ],
+)
+def test_bad_url(tmp_path, key, value, expected):
+    line = bad_value(tmp_path, "site", key, value)
+    assert f"[site] {key} = {value}: " in line
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("*", 'bad glob: a bare "*" would follow every branch'),
+        ("stag*ing", 'bad glob: "*" is only allowed once, at the end, as NAME*'),
+        ("*staging1", 'bad glob: "*" is only allowed once, at the end'),
+        ("staging1**", 'bad glob: "*" is only allowed once, at the end'),
+        ("stag*ing*", 'bad glob: "*" is only allowed once, at the end'),
+        ("staging1-*", 'bad glob: write "staging1*"'),
+        ("staging1/*", 'bad glob: write "staging1*"'),
+        ("staging1.*", 'bad glob: write "staging1*"'),
+        ("stag ing*", "bad glob: NAME in NAME* must be a git branch name"),
+        ("-staging*", "bad glob: NAME in NAME* must be a git branch name"),
+        ("staging[12]", "expected a git branch name or NAME*"),
+        ("staging?", "expected a git branch name or NAME*"),
+    ],
+)
+def test_bad_glob_flag(tmp_path, flag, expected):
+    line = bad_value(tmp_path, "site", "flag", f'"{flag}"')
+    assert f'[site] flag = "{flag}": ' in line
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["", "dev 1", "-dev1", "/dev1", "dev1/", "dev1.", "dev1.lock", "a..b", "a//b", "a@{b",
+     "a~1", "a^", "a:b", "a\\\\b", "@", "feature/.hidden"],
+)  # fmt: skip
+def test_bad_exact_flag(tmp_path, flag):
+    line = bad_value(tmp_path, "site", "flag", f'"{flag}"')
+    assert "expected a git branch name or NAME*" in line
+
+
+@pytest.mark.parametrize("start", ['"24:00"', '"03:61"', '"3h30"', '"03:30:00"', '""', "330"])
+def test_bad_window_time(tmp_path, start):
+    base = MINIMAL + '[window]\nstart = "03:30"\nminutes = 60\n'
+    line = bad_value(tmp_path, "window", "start", start, base)
+    assert f"[window] start = {start}: " in line
+    if start != "330":
+        assert 'expected a time "HH:MM" from 00:00 to 23:59' in line
+
+
+def test_good_window_times(tmp_path):
+    for text, expected in [("3:30", (3, 30)), ("00:00", (0, 0)), ("23:59", (23, 59))]:
+        base = MINIMAL + f'[window]\nstart = "{text}"\nminutes = 1440\n'
+        assert load_config(write(tmp_path, base)).window.start == datetime.time(*expected)
+
+
+@pytest.mark.parametrize("minutes", ["0", "1441", '"60"'])
+def test_bad_window_minutes(tmp_path, minutes):
+    base = MINIMAL + '[window]\nstart = "03:30"\nminutes = 60\n'
+    line = bad_value(tmp_path, "window", "minutes", minutes, base)
+    assert "expected a whole number from 1 to 1440" in line
+
+
+def test_window_needs_start_and_minutes(tmp_path):
+    path = write(tmp_path, MINIMAL + "[window]\n")
+    assert problems_of(path) == [
+        f"{path}: [window] start: missing (required)",
+        f"{path}: [window] minutes: missing (required)",
+    ]
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "Europe", "europe/paris", "/etc/passwd", ""])
+def test_bad_timezone(tmp_path, zone):
+    base = MINIMAL + '[window]\nstart = "03:30"\nminutes = 60\n'
+    line = bad_value(tmp_path, "window", "timezone", f'"{zone}"', base)
+    assert f'[window] timezone = "{zone}": expected an IANA time zone name' in line
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("site", "content_dir"),
+        ("site", "ci_cd_dir"),
+        ("agent", "state_dir"),
+        ("git", "ssh_key"),
+        ("deploy", "path"),
+        ("deploy", "releases_dir"),
+    ],
+)
+def test_relative_path(tmp_path, table, key):
+    base = MINIMAL if f"[{table}]" in MINIMAL else MINIMAL + f"[{table}]\n"
+    line = bad_value(tmp_path, table, key, '"relative/dir"', base)
+    assert line.endswith(
+        f'[{table}] {key} = "relative/dir": expected an absolute path (starting with /)'
+    )
+
+
+def test_live_path_and_releases_dir_must_not_nest(tmp_path):
+    text = set_key(MINIMAL, "deploy", "releases_dir", '"/var/www/ghost/content/themes/acme/r"')
+    line = one_problem(tmp_path, text)
+    assert "[deploy] releases_dir = " in line
+    assert "must not be inside path" in line
+    line = bad_value(tmp_path, "deploy", "path", '"/var/lib/ghost-agent/releases/live"')
+    assert "must not be inside releases_dir" in line
+
+
+def test_keep_below_two(tmp_path):
+    line = bad_value(tmp_path, "deploy", "keep", "1")
+    assert line.endswith("[deploy] keep = 1: expected a whole number >= 2")
+
+
+@pytest.mark.parametrize("pattern", ['"[A-Z"', '"(?P<x"', '"[A-Z]*"'])
+def test_bad_regex(tmp_path, pattern):
+    line = bad_value(tmp_path, "cards", "pattern", pattern, MINIMAL + "[cards]\n")
+    assert f"[cards] pattern = {pattern}: expected a" in line
+    assert "regular expression" in line
+
+
+@pytest.mark.parametrize(
+    "build",
+    ['"npm ci"', '["npm", "ci"]', "[[]]", '[["npm", ""]]', '[["npm", 1]]', '[["npm"], "ci"]'],
+)
+def test_build_not_a_list_of_lists(tmp_path, build):
+    line = bad_value(tmp_path, "deploy", "build", build)
+    assert "expected a list of argv lists" in line
+
+
+def test_slack_token_without_channel(tmp_path):
+    path = write(tmp_path, MINIMAL + '[slack]\ntoken = "xoxb-1111-SECRETCANARY123"\n')
+    assert problems_of(path) == [f"{path}: [slack] channel: missing (required when token is set)"]
+
+
+def test_slack_needs_webhook_or_token(tmp_path):
+    line = one_problem(tmp_path, MINIMAL + '[slack]\nchannel = "#ci-cd"\n')
+    assert "[slack] webhook_url: missing (set webhook_url, or token and channel)" in line
+
+
+def test_slack_webhook_and_token_together(tmp_path):
+    text = MINIMAL + '[slack]\nwebhook_url = "https://hooks.slack.com/services/T/B/X"\n'
+    line = one_problem(tmp_path, text + 'token = "xoxb-1"\nchannel = "#c"\n')
+    assert "not both" in line
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, '[site]\nname = "dev1"\n[git\nremote = "x"\n')
+    problems = problems_of(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}: line 3: invalid TOML: ")
+    assert "at line 3" in problems[0]
+
+
+def test_invalid_toml_at_end_of_document(tmp_path):
+    path = write(tmp_path, MINIMAL + "keep = ")
+    assert problems_of(path) == [f"{path}: invalid TOML: Invalid value (at end of document)"]
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b'[site]\nname = "\xff"\n')
+    (line,) = problems_of(path)
+    assert line.startswith(f"{path}: invalid TOML: not UTF-8")
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.toml"
+    assert problems_of(path) == [f"{path}: cannot read config: No such file or directory"]
+
+
+def test_unreadable_file_is_a_directory(tmp_path):
+    (line,) = problems_of(tmp_path)
+    assert line.startswith(f"{tmp_path}: cannot read config: ")
+
+
+@pytest.mark.parametrize(
+    ("check", "expected"),
+    [
+        ('url = "{local_url}/"\n', "[[checks]] #1 name: missing (required)"),
+        ('name = "x"\n', "[[checks]] #1 url: missing (required)"),
+        ('name = "x"\nurl = "/ghost/"\n', '[[checks]] #1 url = "/ghost/": expected an http(s) URL'),
+        ('name = "x"\nurl = "{localurl}/"\n', "unknown placeholder {localurl}"),
+        ('name = "x"\nurl = "{local_url}/"\nstatus = 700\n', "from 100 to 599"),
+        ('name = "x"\nurl = "{local_url}/"\nsize = 7\n', "[[checks]] #1 size: unknown key"),
+    ],
+)
+def test_bad_checks(tmp_path, check, expected):
+    line = one_problem(tmp_path, MINIMAL + "[[checks]]\n" + check)
+    assert expected in line
+
+
+def test_duplicate_check_names(tmp_path):
+    check = '[[checks]]\nname = "home"\nurl = "{local_url}/"\n'
+    line = one_problem(tmp_path, MINIMAL + check + check)
+    assert '[[checks]] #2 name = "home": duplicate check name' in line
+
+
+def test_checks_as_a_single_table(tmp_path):
+    line = one_problem(tmp_path, MINIMAL + '[checks]\nname = "home"\nurl = "{local_url}/"\n')
+    assert "expected [[checks]] tables" in line
+
+
+# --------------------------------------------------------------------------- all problems at once
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = """\
+[site]
+name = "dev1"
+flag = "staging1-*"
+public_url = "dev1.website.com"
+content_dir = "var/www/ghost/content"
+colour = "blue"
+
+[git]
+poll_seconds = "ten"
+
+[deploy]
+path = "/var/www/ghost/content/themes/acme"
+keep = 1
+build = ["npm ci"]
+
+[ghost]
+unit = "ghost dev1"
+
+[window]
+start = "24:00"
+minutes = 60
+timezone = "Mars/Olympus"
+
+[cards]
+pattern = "[A-Z"
+
+[extras]
+x = 1
+"""
+    path = write(tmp_path, text)
+    problems = problems_of(path)
+    assert len(problems) == 13, "\n".join(problems)
+    assert all(p.startswith(f"{path}: ") for p in problems)
+    joined = "\n".join(problems)
+    for fragment in [
+        "[extras]: unknown table",
+        '[site] flag = "staging1-*": bad glob',
+        '[site] public_url = "dev1.website.com"',
+        '[site] content_dir = "var/www/ghost/content"',
+        "[site] colour: unknown key",
+        "[git] remote: missing (required)",
+        '[git] poll_seconds = "ten"',
+        "[deploy] keep = 1",
+        '[deploy] build = ["npm ci"]',
+        '[ghost] unit = "ghost dev1"',
+        '[window] start = "24:00"',
+        '[window] timezone = "Mars/Olympus"',
+        '[cards] pattern = "[A-Z"',
+    ]:
+        assert fragment in joined
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == "; ".join(problems)
+
+
+# --------------------------------------------------------------------------- secrets
+
+CANARY = "SECRETCANARY123"
+
+
+@pytest.mark.parametrize(
+    "slack",
+    [
+        f'webhook_url = "not a url {CANARY}"',
+        f'webhook_url = "ftp://hooks.slack.com/{CANARY}"',
+        f'webhook_url = "https://hooks.slack.com:{CANARY}/x"',
+        f'webhook_url = ["https://hooks.slack.com/{CANARY}"]',
+        f'token = "xoxb {CANARY}"\nchannel = "#c"',
+        f'token = ["{CANARY}"]\nchannel = "#c"',
+    ],
+)
+def test_secrets_are_not_echoed(tmp_path, slack):
+    line = one_problem(tmp_path, MINIMAL + "[slack]\n" + slack + "\n")
+    assert CANARY not in line
+    assert '= "***": ' in line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'slack = "https://hooks.slack.com/{CANARY}"\n' + MINIMAL,
+        MINIMAL + f'[[slack]]\nwebhook_url = "https://hooks.slack.com/{CANARY}"\n',
+        MINIMAL + f'[slak]\nwebhook_url = "https://hooks.slack.com/{CANARY}"\n',
+        MINIMAL + f'[slack]\nwebhook = "https://hooks.slack.com/{CANARY}"\n',
+    ],
+)
+def test_misplaced_secrets_are_not_echoed(tmp_path, text):
+    problems = problems_of(write(tmp_path, text))
+    assert not any(CANARY in line for line in problems), problems
+
+
+def test_secrets_are_registered_for_redaction(tmp_path):
+    text = MINIMAL + f'[slack]\nwebhook_url = "https://hooks.slack.com/services/T/B/{CANARY}"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.slack.webhook_url.endswith(CANARY)
+    assert CANARY not in redact(f"posting to {config.slack.webhook_url} failed")
+
+    bot = "xoxb-TOKENCANARY456"
+    load_config(write(tmp_path, MINIMAL + f'[slack]\ntoken = "{bot}"\nchannel = "#c"\n'))
+    assert redact(f"auth failed for {bot}") == "auth failed for ***"
+
+
+def test_remote_credentials_are_registered_and_not_echoed(tmp_path):
+    remote = "https://deploy:REMOTECANARY789@github.com/acme/site.git"
+    config = load_config(write(tmp_path, set_key(MINIMAL, "git", "remote", f'"{remote}"')))
+    assert config.git.remote == remote
+    assert redact("fatal: REMOTECANARY789 rejected") == "fatal: *** rejected"
+
+    bad = "https://TOKENONLYCANARY@github.com/acme/my site.git"
+    line = bad_value(tmp_path, "git", "remote", f'"{bad}"')
+    assert "CANARY" not in line
+
+
+# --------------------------------------------------------------------------- config_path
+
+
+def test_config_path_precedence(monkeypatch):
+    monkeypatch.delenv("GHOST_AGENT_CONFIG", raising=False)
+    assert config_path(None) == DEFAULT_CONFIG_PATH == Path("/etc/ghost-agent/agent.toml")
+    monkeypatch.setenv("GHOST_AGENT_CONFIG", "/env/agent.toml")
+    assert config_path(None) == Path("/env/agent.toml")
+    assert config_path("/cli/agent.toml") == Path("/cli/agent.toml")
+    monkeypatch.setenv("GHOST_AGENT_CONFIG", "")
+    assert config_path(None) == DEFAULT_CONFIG_PATH
