@@ -24,22 +24,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ghost-agent",
         description="Pull-based deploy agent for Ghost sites.",
     )
-    parser.add_argument("--config", metavar="PATH",
-                        help="agent.toml (default: $GHOST_AGENT_CONFIG, "
-                             "else /etc/ghost-agent/agent.toml)")
-    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"ghost-agent {__version__}")
+    # --config and --debug work before or after the command: `ghost-agent once --debug`.
+    for where, default in ((parser, None), (common := argparse.ArgumentParser(add_help=False),
+                                            argparse.SUPPRESS)):
+        where.add_argument("--config", metavar="PATH", default=default,
+                           help="agent.toml (default: $GHOST_AGENT_CONFIG, "
+                                "else /etc/ghost-agent/agent.toml)")
+        where.add_argument("--debug", action="store_true", default=default or False,
+                           help="verbose logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="the service: poll, deploy, report (systemd Type=notify)")
-    sub.add_parser("once", help="one cycle: look at the remote, deploy if a target is due")
-    sub.add_parser("check-config", help="validate the config and print every problem")
-    status = sub.add_parser("status", help="what is live, what is pending and why")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=[common])
+
+    command("run", "the service: poll, deploy, report (systemd Type=notify)")
+    command("once", "one cycle: look at the remote, deploy if a target is due")
+    command("check-config", "validate the config and print every problem")
+    status = command("status", "what is live, what is pending and why")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    deploy = sub.add_parser("deploy", help="deploy now, outside the window (manual override)")
+    deploy = command("deploy", "deploy now, outside the window (manual override)")
     deploy.add_argument("--ref", metavar="BRANCH_OR_SHA",
                         help="a branch or commit (default: the flag's target)")
-    sub.add_parser("rollback", help="make the previous release live again")
-    demo = sub.add_parser("demo", help="the main job in a throwaway sandbox (no root, no network)")
+    command("rollback", "make the previous release live again")
+    demo = command("demo", "the main job in a throwaway sandbox (no root, no network)")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     return parser
 

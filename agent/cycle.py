@@ -148,6 +148,8 @@ class Agent:
                 previous_commit=current.commit, outcome=outcome, started=started,
                 checks=checks, error=None if ok else error, live_commit=live.commit,
                 journal=journal if not ok else [], step=None if ok else "checks")
+            if ok:
+                return Outcome(f"rolled back to {previous.branch} {previous.commit[:7]}", record)
             return _outcome_of(record)
 
     # -- deciding ------------------------------------------------------------------------

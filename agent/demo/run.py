@@ -25,9 +25,12 @@ from agent.demo.systemctl import install_shim
 from agent.models import DeployRecord
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Demo Developer", "GIT_AUTHOR_EMAIL": "dev@example.invalid",
-    "GIT_COMMITTER_NAME": "Demo Developer", "GIT_COMMITTER_EMAIL": "dev@example.invalid",
-    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Demo Developer",
+    "GIT_AUTHOR_EMAIL": "dev@example.invalid",
+    "GIT_COMMITTER_NAME": "Demo Developer",
+    "GIT_COMMITTER_EMAIL": "dev@example.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
 
 
@@ -36,8 +39,10 @@ class ConsoleNotifier(Notifier):
 
     def deployed(self, record: DeployRecord) -> None:
         cards = ", ".join(record.cards) or "none"
-        line = f"[slack] {record.site}: {record.outcome} {record.branch} {record.commit[:7]}" \
-               f" (cards: {cards})"
+        line = (
+            f"[slack] {record.site}: {record.outcome} {record.branch} {record.commit[:7]}"
+            f" (cards: {cards})"
+        )
         if record.uncarded_commits:
             line += f" - {len(record.uncarded_commits)} commit(s) without a card!"
         if record.error:
@@ -45,15 +50,23 @@ class ConsoleNotifier(Notifier):
         print(line)
 
     def pending(self, site: str, pending: dict) -> None:
-        print(f"[slack] {site}: pending {pending['branch']} {pending['commit'][:7]}: "
-              f"{pending['reason']}")
+        print(
+            f"[slack] {site}: pending {pending['branch']} {pending['commit'][:7]}: "
+            f"{pending['reason']}"
+        )
 
 
 def _git(*args: str, cwd: Path) -> str:
     env = dict(os.environ, **GIT_ENV)
-    done = subprocess.run(["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false",
-                           *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -101,8 +114,11 @@ def run_demo(keep: bool = False) -> int:
         _git("init", "--quiet", "--bare", str(remote), cwd=sandbox)
         _git("clone", "--quiet", str(remote), str(work), cwd=sandbox)
         _git("checkout", "--quiet", "-b", "dev1", cwd=work)
-        first = _push(work, {"index.html": _page_html("Hello from B101"),
-                             "style.css": "h1 { color: teal }\n"}, "B101: first page")
+        first = _push(
+            work,
+            {"index.html": _page_html("Hello from B101"), "style.css": "h1 { color: teal }\n"},
+            "B101: first page",
+        )
         print(f"    pushed {first[:7]} 'B101: first page'")
 
         say("a stand-in for Ghost serving the live theme, and a systemctl that restarts it")
@@ -119,7 +135,8 @@ def run_demo(keep: bool = False) -> int:
         print(f"    site at {site.url}, live path {live} (a symlink the agent manages)")
 
         config_file = sandbox / "agent.toml"
-        config_file.write_text(textwrap.dedent(f"""\
+        config_file.write_text(
+            textwrap.dedent(f"""\
             [site]
             name = "demo"
             flag = "dev1"
@@ -128,7 +145,7 @@ def run_demo(keep: bool = False) -> int:
             content_dir = "{content}"
 
             [agent]
-            state_dir = "{sandbox / 'state'}"
+            state_dir = "{sandbox / "state"}"
 
             [git]
             remote = "{remote}"
@@ -141,7 +158,8 @@ def run_demo(keep: bool = False) -> int:
             [ghost]
             unit = "ghost_demo.service"
             verify_seconds = 3
-            """))
+            """)
+        )
         agent = Agent.from_config(load_config(config_file), notifier=ConsoleNotifier())
         print(f"    config {config_file}")
 
@@ -150,8 +168,9 @@ def run_demo(keep: bool = False) -> int:
         print(f"    GET / -> {_page(site.url + '/')}")
 
         say("a developer pushes a change")
-        second = _push(work, {"index.html": _page_html("New headline for B102")},
-                       "B102: new headline")
+        second = _push(
+            work, {"index.html": _page_html("New headline for B102")}, "B102: new headline"
+        )
         print(f"    pushed {second[:7]} 'B102: new headline'")
         print(f"    {agent.once().message}")
         print(f"    GET / -> {_page(site.url + '/')}")
@@ -171,8 +190,10 @@ def run_demo(keep: bool = False) -> int:
         for name in ("ci-cd.txt", "ci-cd.json", "ci-cd.html"):
             print(f"    {files / name}")
         print(textwrap.indent((files / "ci-cd.txt").read_text(), "    | "))
-        print(f"    served at {site.url}/content/files/ci-cd.txt -> "
-              f"{_page(site.url + '/content/files/ci-cd.txt').split()[0]}")
+        print(
+            f"    served at {site.url}/content/files/ci-cd.txt -> "
+            f"{_page(site.url + '/content/files/ci-cd.txt').split()[0]}"
+        )
         print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
         return 0
     finally:

@@ -1,0 +1,362 @@
+"""A stand-in for Ghost serving a theme, for the demo and the tests (standard library only).
+
+What it mimics (see the measured facts about Ghost 5.130):
+
+- At boot the theme's ``index.html`` is read once (through the live symlink) and ``GET /``
+  keeps answering with that copy until the next boot, like Ghost's already-rendered
+  templates after a symlink switch without a restart.
+- A missing or dangling theme folder answers 500 ``The currently active theme "<name>" is
+  missing.``; a theme without ``index.html`` answers 500 ``... has fatal errors``; a boot
+  copy with an unclosed ``{{#if`` answers 400 with a parse error.
+- Other theme files are read at request time (static assets); ``.git*`` and path traversal
+  are refused, and like Ghost, ``.hbs``/``.md``/``.json``/``.lock``/``.log`` files of the theme
+  are not served.
+- ``/content/files/<name>`` is served from ``<content_dir>/files/`` at request time.
+- With a public URL, a request for another Host, or (https) without
+  ``X-Forwarded-Proto: https``, gets a 301 to the public URL.
+- ``POST /__restart`` boots again (what the fake ``systemctl restart`` calls).
+
+Run in the foreground with ``python -m agent.demo.sitesim --live PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+# Ghost does not serve these from the theme's folder.
+_HIDDEN_THEME_SUFFIXES = (".hbs", ".md", ".json", ".lock", ".log")
+_CACHE_FOREVER = "public, max-age=31536000"
+_TYPES = {
+    ".txt": "text/plain; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".css": "text/css; charset=utf-8",
+    ".js": "application/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".ico": "image/x-icon",
+}
+
+
+def content_type_for(name: str) -> str:
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in _TYPES:
+        return _TYPES[suffix]
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+def _safe_parts(rel: str) -> list[str] | None:
+    """Split a URL path (already unquoted) into safe components, or None if it is unsafe."""
+    if "\x00" in rel or "\\" in rel:
+        return None
+    parts = [p for p in rel.split("/") if p]
+    for p in parts:
+        if p in (".", "..") or p.lower().startswith(".git"):
+            return None
+    return parts
+
+
+def _read_inside(base: Path, parts: list[str]) -> bytes | None:
+    """Read base/parts if it is a regular file that really lies inside base; else None."""
+    if not parts:
+        return None
+    try:
+        root = base.resolve(strict=True)
+        target = base.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if target != root and root not in target.parents:
+        return None
+    if not target.is_file():
+        return None
+    try:
+        return target.read_bytes()
+    except OSError:
+        return None
+
+
+def _unclosed_if(text: str) -> bool:
+    return text.count("{{#if") > text.count("{{/if}}")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    site: SiteServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "GhostSim/1.0"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass  # quiet: no request log on stderr
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+        head_only: bool = False,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
+
+    def _redirect_target(self) -> str | None:
+        site = self.server.site
+        if not site.public_url:
+            return None
+        pub = urlsplit(site.public_url)
+        want_host = _normal_host(pub.netloc, pub.scheme)
+        got_host = _normal_host(self.headers.get("Host", ""), pub.scheme)
+        wrong_host = got_host != want_host
+        proto = self.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        insecure = pub.scheme == "https" and proto != "https"
+        if wrong_host or insecure:
+            return site.public_url.rstrip("/") + self.path
+        return None
+
+    # -- verbs ------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._get(head_only=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._get(head_only=True)
+
+    def do_POST(self) -> None:  # noqa: N802
+        site = self.server.site
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        site.requests.append(f"POST {self.path}")
+        if urlsplit(self.path).path == "/__restart":
+            site.boot()
+            self._send(200, b"restarted\n")
+            return
+        self._send(404, b"Not found\n")
+
+    def _get(self, head_only: bool) -> None:
+        site = self.server.site
+        site.requests.append(f"{self.command} {self.path}")
+        if site.fail_with is not None:
+            self._send(site.fail_with, b"Site unavailable\n", head_only=head_only)
+            return
+        location = self._redirect_target()
+        if location is not None:
+            self._send(
+                301,
+                f"Moved Permanently. Redirecting to {location}\n".encode(),
+                headers={"Location": location, "Cache-Control": _CACHE_FOREVER},
+                head_only=head_only,
+            )
+            return
+        path = unquote(urlsplit(self.path).path)
+        if path in ("/", "/index.html"):
+            status, body, ctype = site.home()
+            self._send(status, body, ctype, {"Cache-Control": "no-cache"}, head_only)
+            return
+        if path.startswith("/content/files/"):
+            parts = _safe_parts(path[len("/content/files/") :])
+            data = None
+            if parts is not None and site.content_dir is not None:
+                data = _read_inside(Path(site.content_dir) / "files", parts)
+            self._file_or_404(data, parts, head_only)
+            return
+        parts = _safe_parts(path)
+        data = None
+        if parts and not parts[-1].lower().endswith(_HIDDEN_THEME_SUFFIXES):
+            data = _read_inside(site.live_path, parts)
+        self._file_or_404(data, parts, head_only)
+
+    def _file_or_404(self, data: bytes | None, parts: list[str] | None, head_only: bool) -> None:
+        if data is None or not parts:
+            self._send(404, b"Not found\n", head_only=head_only)
+            return
+        headers = {"Cache-Control": _CACHE_FOREVER}
+        self._send(200, data, content_type_for(parts[-1]), headers, head_only)
+
+
+def _normal_host(netloc: str, scheme: str) -> str:
+    host = netloc.strip().lower().rsplit("@", 1)[-1]
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and host.endswith(default):
+        host = host[: -len(default)]
+    return host
+
+
+class SiteServer:
+    """A Ghost stand-in on 127.0.0.1 serving the theme behind ``live_path``."""
+
+    def __init__(
+        self,
+        live_path: Path,
+        content_dir: Path | None = None,
+        public_url: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.live_path = Path(live_path)
+        self.content_dir = Path(content_dir) if content_dir is not None else None
+        self.public_url = public_url
+        self.host = host
+        self.port = port
+        self.url = f"http://{host}:{port}"
+        self.boots = 0
+        # While set to a status code, every GET/HEAD answers it (e.g. 503 while "restarting").
+        self.fail_with: int | None = None
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._home: tuple[int, bytes, str] = (503, b"Not booted\n", "text/plain; charset=utf-8")
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> SiteServer:
+        if self._httpd is not None:
+            return self
+        httpd = _Server((self.host, self.port), _Handler)
+        httpd.site = self
+        self.boot()
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=f"sitesim-{self.port}",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    def __enter__(self) -> SiteServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Ghost-like behaviour ---------------------------------------------------------------
+    @property
+    def theme_name(self) -> str:
+        return self.live_path.name
+
+    def boot(self) -> None:
+        """(Re)load the theme the way Ghost does when it starts."""
+        home = self._load_home()
+        with self._lock:
+            self._home = home
+            self.boots += 1
+
+    def home(self) -> tuple[int, bytes, str]:
+        with self._lock:
+            return self._home
+
+    def _load_home(self) -> tuple[int, bytes, str]:
+        name = self.theme_name
+        plain = "text/plain; charset=utf-8"
+        if not self.live_path.exists():  # missing, or a dangling symlink
+            return 500, f'The currently active theme "{name}" is missing.\n'.encode(), plain
+        index = self.live_path / "index.html"
+        try:
+            data = index.read_bytes()
+        except OSError:
+            msg = (
+                f'The currently active theme "{name}" has fatal errors: '
+                "index.html is missing (GS020-INDEX-REQ).\n"
+            )
+            return 500, msg.encode(), plain
+        if _unclosed_if(data.decode("utf-8", errors="replace")):
+            msg = (
+                "Error: parse error: unclosed {{#if}} block in index.html. "
+                f'The currently active theme "{name}" has fatal errors (GS005-TPL-ERR).\n'
+            )
+            return 400, msg.encode(), plain
+        return 200, data, "text/html; charset=utf-8"
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.demo.sitesim", description="A Ghost stand-in serving a theme."
+    )
+    parser.add_argument("--live", required=True, type=Path, help="live theme path (symlink)")
+    parser.add_argument("--content-dir", type=Path, default=None)
+    parser.add_argument("--public-url", default=None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    site = SiteServer(
+        args.live,
+        content_dir=args.content_dir,
+        public_url=args.public_url,
+        host=args.host,
+        port=args.port,
+    )
+    try:
+        site.start()
+    except OSError as exc:
+        print(f"sitesim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.port_file is not None:
+            _write_port_file(args.port_file, site.port)
+        print(f"sitesim: serving {args.live} on {site.url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        site.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

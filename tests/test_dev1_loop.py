@@ -1,0 +1,419 @@
+"""The dev1 loop end to end, through the real `ghost-agent` command: real git remotes
+(path and smart HTTP), a real HTTP site serving the live path, `systemctl` at the
+process boundary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.state import StateStore
+from tests.agentsite import AgentSite, page
+
+
+@pytest.fixture
+def host(tmp_path, git_remote, site_server, fake_systemctl) -> AgentSite:
+    content = tmp_path / "site" / "content"
+    live = content / "themes" / "acme"
+    live.parent.mkdir(parents=True)
+    site = site_server(live, content_dir=content)
+    return AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def deploy_first(host: AgentSite, git_remote) -> str:
+    sha = git_remote.commit_and_push("dev1", {"index.html": page("B101 first")}, "B101: first")
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    return sha
+
+
+# -- deploys -----------------------------------------------------------------------------------
+
+def test_first_deploy_goes_live_verified_and_recorded(host, git_remote):
+    sha = git_remote.commit_and_push("dev1", {"index.html": page("B101 hello")}, "B101: hello")
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    assert f"deployed dev1 {sha[:7]}" in result.stdout
+    assert host.get("/") == (200, page("B101 hello"))
+    assert host.restarts() == 1
+    assert host.systemctl.argvs()[0] == ["restart", "ghost_dev1.service"]
+    doc = host.ci_cd()
+    assert doc["current"]["commit"] == sha
+    [record] = doc["deploys"]
+    assert record["outcome"] == "deployed"
+    assert record["previous_commit"] is None
+    assert record["cards"] == ["B101"]
+    assert [c["ok"] for c in record["checks"]] == [True, True]
+    assert f"{sha[:7]} deployed" in host.ci_cd_txt()
+    # Ghost serves what is under the live path; the release carries no .git
+    assert host.live.is_symlink()
+    assert not (host.live / ".git").exists()
+
+
+def test_new_commit_replaces_the_live_release(host, git_remote):
+    first = deploy_first(host, git_remote)
+    second = git_remote.commit_and_push("dev1", {"index.html": page("B102 two")}, "B102: two")
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    assert host.get("/") == (200, page("B102 two"))
+    latest = host.ci_cd()["deploys"][0]
+    assert (latest["commit"], latest["previous_commit"]) == (second, first)
+    assert host.state()["releases"][1]["commit"] == first  # kept for rollback
+
+
+def test_no_op_poll_changes_nothing(host, git_remote):
+    deploy_first(host, git_remote)
+    files = host.content / "files"
+    before = {p.name: p.stat().st_mtime_ns for p in files.iterdir()}
+    restarts = host.restarts()
+    result = host.run("once")
+    assert result.returncode == 0
+    assert "up to date" in result.stdout
+    assert host.restarts() == restarts
+    assert {p.name: p.stat().st_mtime_ns for p in files.iterdir()} == before
+    assert len(host.ci_cd()["deploys"]) == 1
+
+
+def test_force_push_deploys_the_new_head_and_says_history_was_rewritten(host, git_remote):
+    first = deploy_first(host, git_remote)
+    git_remote.commit("dev1", {"index.html": page("B103 v2")}, "B103: v2")
+    git_remote.reset_hard("dev1", first)
+    rewritten = git_remote.commit("dev1", {"index.html": page("B104 other")}, "B104: other")
+    git_remote.push("dev1", force=True)
+    assert host.run("once").returncode == 0
+    record = host.ci_cd()["deploys"][0]
+    assert record["commit"] == rewritten
+    assert host.get("/") == (200, page("B104 other"))
+
+
+def test_deleted_branch_changes_nothing_live(host, git_remote):
+    sha = deploy_first(host, git_remote)
+    git_remote.commit_and_push("main", {"README": "x"}, "B900: keep a branch")
+    git_remote.git_bare("symbolic-ref", "HEAD", "refs/heads/main")
+    git_remote.delete_branch("dev1")
+    restarts = host.restarts()
+    result = host.run("once")
+    assert result.returncode == 0
+    assert host.restarts() == restarts
+    assert host.get("/") == (200, page("B101 first"))
+    assert host.ci_cd()["current"]["commit"] == sha
+
+
+def test_only_the_newest_of_several_commits_is_deployed(host, git_remote):
+    deploy_first(host, git_remote)
+    git_remote.commit("dev1", {"index.html": page("B201 a")}, "B201: a")
+    git_remote.commit("dev1", {"index.html": page("B202 b")}, "no card here")
+    newest = git_remote.commit("dev1", {"index.html": page("B203 c")}, "B203: c")
+    git_remote.push("dev1")
+    assert host.run("once").returncode == 0
+    deploys = host.ci_cd()["deploys"]
+    assert len(deploys) == 2
+    assert deploys[0]["commit"] == newest
+    assert deploys[0]["cards"] == ["B201", "B203"]
+    assert len(deploys[0]["uncarded_commits"]) == 1
+    assert host.restarts() == 2
+
+
+def test_deploy_over_smart_http(tmp_path, http_git, http_git_remote, site_server,
+                                fake_systemctl):
+    content = tmp_path / "site" / "content"
+    (content / "themes").mkdir(parents=True)
+    site = site_server(content / "themes" / "acme", content_dir=content)
+    host = AgentSite(tmp_path / "host", http_git.repo_url("site.git"), site, fake_systemctl)
+    sha = http_git_remote.commit_and_push("dev1", {"index.html": page("B300 http")}, "B300: x")
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    assert host.get("/") == (200, page("B300 http"))
+    assert host.ci_cd()["current"]["commit"] == sha
+    assert any("git-upload-pack" in r for r in http_git.requests)
+
+
+# -- failures and rollback -----------------------------------------------------------------
+
+def test_build_failure_leaves_the_live_release_and_restarts_nothing(host, git_remote):
+    deploy_first(host, git_remote)
+    live_before = host.live_target()
+    host.write_config(build=json.dumps([[sys.executable, "-c",
+                                         "import sys; sys.exit('npm ERR! broken')"]]))
+    bad = git_remote.commit_and_push("dev1", {"index.html": page("B401 x")}, "B401: x")
+    result = host.run("once")
+    assert result.returncode == 1
+    assert "build failed" in result.stdout
+    assert host.restarts() == 1
+    assert host.live_target() == live_before
+    record = host.ci_cd()["deploys"][0]
+    assert (record["commit"], record["outcome"], record["step"]) == (bad, "failed", "build")
+    assert "npm ERR! broken" in record["error"]
+    assert not list((host.state_dir / "releases").glob(".staging-*"))
+
+
+def test_build_runs_inside_the_new_release(host, git_remote):
+    host.write_config(build=json.dumps([[sys.executable, "-c",
+                                         "open('built.txt','w').write('ok')"]]))
+    deploy_first(host, git_remote)
+    assert host.get("/built.txt") == (200, "ok")
+
+
+def test_failed_checks_roll_back_and_quarantine(host, git_remote):
+    good = deploy_first(host, git_remote)
+    bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B500: drop the index")
+    result = host.run("once")
+    assert result.returncode == 1
+    assert "rolled_back" in result.stdout
+    assert host.get("/") == (200, page("B101 first"))
+    record = host.ci_cd()["deploys"][0]
+    assert (record["outcome"], record["commit"], record["live_commit"]) == ("rolled_back", bad, good)
+    assert "500" in record["error"]
+    assert host.ci_cd()["current"]["commit"] == good
+    # quarantined: the next poll does not try again
+    restarts = host.restarts()
+    assert host.run("once").returncode == 0
+    assert host.restarts() == restarts
+    assert bad in host.state()["quarantine"]
+    # a new commit on the branch releases it
+    fixed = git_remote.commit_and_push("dev1", {"index.html": page("B501 fixed")}, "B501: fix")
+    assert host.run("once").returncode == 0
+    assert host.get("/") == (200, page("B501 fixed"))
+    assert host.ci_cd()["current"]["commit"] == fixed
+
+
+def test_deploy_ref_retries_a_quarantined_commit(host, git_remote):
+    deploy_first(host, git_remote)
+    bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B510: drop")
+    assert host.run("once").returncode == 1
+    restarts = host.restarts()
+    result = host.run("deploy", "--ref", bad[:10])
+    assert result.returncode == 1
+    assert host.restarts() > restarts  # it really tried again
+    assert host.ci_cd()["deploys"][0]["trigger"] == "manual"
+
+
+def test_restart_failure_rolls_back(host, git_remote):
+    good = deploy_first(host, git_remote)
+    host.systemctl.fail(True)
+    git_remote.commit_and_push("dev1", {"index.html": page("B600 x")}, "B600: x")
+    result = host.run("once")
+    assert result.returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert record["step"] == "restart"
+    assert "restart of ghost_dev1.service failed" in record["error"]
+    assert record["outcome"] == "failed"  # the rollback's restart failed too
+    assert Path(os.path.realpath(host.live)).name.endswith(good[:12])
+
+
+def test_restart_failure_then_rollback_verifies_is_rolled_back(host, git_remote):
+    deploy_first(host, git_remote)
+    host.systemctl.fail_next(1)
+    git_remote.commit_and_push("dev1", {"index.html": page("B601 x")}, "B601: x")
+    result = host.run("once")
+    assert result.returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert (record["outcome"], record["step"]) == ("rolled_back", "restart")
+    assert host.get("/") == (200, page("B101 first"))
+
+
+def test_rollback_that_also_fails_is_failed(host, git_remote):
+    deploy_first(host, git_remote)
+    # From now on the public URL is down: nothing can verify.
+    host.write_config(public_url="http://127.0.0.1:9")
+    git_remote.commit_and_push("dev1", {"index.html": page("B700 x")}, "B700: x")
+    result = host.run("once")
+    assert result.returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert record["outcome"] == "failed"
+    assert "does not verify either" in record["error"]
+    assert host.get("/") == (200, page("B101 first"))  # the previous release is what is live
+
+
+def test_first_deploy_that_fails_is_failed_with_nothing_to_roll_back_to(host, git_remote):
+    git_remote.commit_and_push("dev1", {"style.css": "x"}, "B800: no index")
+    result = host.run("once")
+    assert result.returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert record["outcome"] == "failed"
+    assert "nothing to roll back to" in record["error"]
+    assert host.ci_cd()["current"] is None
+
+
+def test_rollback_command_restores_the_previous_release(host, git_remote):
+    first = deploy_first(host, git_remote)
+    second = git_remote.commit_and_push("dev1", {"index.html": page("B900 two")}, "B900: two")
+    assert host.run("once").returncode == 0
+    result = host.run("rollback")
+    assert result.returncode == 0, result.stderr
+    assert host.get("/") == (200, page("B101 first"))
+    record = host.ci_cd()["deploys"][0]
+    assert (record["trigger"], record["outcome"], record["commit"]) == ("rollback", "rolled_back",
+                                                                          first)
+    # the branch head is not redeployed by the next poll
+    assert host.run("once").returncode == 0
+    assert host.get("/") == (200, page("B101 first"))
+    assert second in host.state()["quarantine"]
+
+
+def test_rollback_without_a_previous_release_says_so(host, git_remote):
+    deploy_first(host, git_remote)
+    result = host.run("rollback")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("no previous release on disk to roll back to")
+
+
+def test_keep_prunes_old_releases_but_never_live_or_previous(host, git_remote):
+    host.write_config(keep=2)
+    deploy_first(host, git_remote)
+    for n in range(3):
+        git_remote.commit_and_push("dev1", {"index.html": page(f"B95{n}")}, f"B95{n}: n")
+        assert host.run("once").returncode == 0
+    kept = sorted(p.name for p in (host.state_dir / "releases").iterdir())
+    assert len(kept) == 2
+    state = host.state()
+    assert {Path(r["dir"]).name for r in state["releases"]} == set(kept)
+    assert host.live_target().name in kept
+
+
+# -- temporary trouble, bad config, concurrency ----------------------------------------------
+
+def test_unreachable_remote_exits_75_and_leaves_the_site(host, git_remote):
+    deploy_first(host, git_remote)
+    host.write_config(remote="https://deploy:S3CRETT0KEN@127.0.0.1:9/site.git")
+    result = host.run("once")
+    assert result.returncode == 75
+    assert "cannot read the remote" in result.stderr
+    assert "S3CRETT0KEN" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert host.get("/") == (200, page("B101 first"))
+    assert "S3CRETT0KEN" not in (host.state_dir / "state.json").read_text()
+
+
+def test_concurrent_once_exits_75(host, git_remote):
+    git_remote.commit_and_push("dev1", {"index.html": page("B101 first")}, "B101: first")
+    with StateStore(host.state_dir):
+        result = host.run("once")
+    assert result.returncode == 75
+    assert "another ghost-agent run holds" in result.stderr
+    assert host.restarts() == 0
+
+
+def test_bad_config_exits_78_listing_every_problem(host):
+    host.config_path.write_text(host.config_path.read_text()
+                                .replace('flag = "dev1"', 'flag = "stag*ing"')
+                                .replace("keep = 3", "keep = 'three'")
+                                + "\n[bogus]\nx = 1\n")
+    result = host.run("once")
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert all(str(host.config_path) in line for line in lines)
+    assert host.run("check-config").returncode == 78
+
+
+def test_traceback_only_with_debug(host, git_remote):
+    host.write_config(remote=str(host.root / "missing.git"))
+    plain = host.run("once")
+    assert plain.returncode == 75 and "Traceback" not in plain.stderr
+    debug = host.run("once", "--debug")
+    assert debug.returncode == 75 and "Traceback" in debug.stderr
+
+
+def test_status_tells_what_is_live_and_why_nothing_is_pending(host, git_remote):
+    sha = deploy_first(host, git_remote)
+    bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B990: drop")
+    host.run("once")
+    text = host.run("status")
+    assert text.returncode == 0
+    assert f"live:     dev1 {sha[:7]}" in text.stdout
+    assert f"held back: {bad[:7]}" in text.stdout
+    info = json.loads(host.run("status", "--json").stdout)
+    assert info["live"]["commit"] == sha
+    assert info["last"]["outcome"] == "rolled_back"
+    assert info["window"] is None
+
+
+# -- killed runs -------------------------------------------------------------------------------
+
+def test_killed_between_staging_and_switch_then_once_is_consistent(host, git_remote, tmp_path):
+    deploy_first(host, git_remote)
+    live_before = host.live_target()
+    started = tmp_path / "build-started"
+    slow = tmp_path / "slow"
+    slow.write_text("1")
+    host.write_config(build=json.dumps([[sys.executable, "-c", (
+        "import os, time; open(%r, 'w').close()\n"
+        "while os.path.exists(%r): time.sleep(0.05)") % (str(started), str(slow))]]))
+    git_remote.commit_and_push("dev1", {"index.html": page("B111 new")}, "B111: new")
+    agent = host.start("once")
+    wait_for(started.exists, what="the build to start")
+    host.kill(agent)
+    assert host.live_target() == live_before  # untouched
+    assert host.get("/") == (200, page("B101 first"))
+    slow.unlink()
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    assert host.get("/") == (200, page("B111 new"))
+    assert not list((host.state_dir / "releases").glob(".staging-*"))
+
+
+def test_killed_between_switch_and_checks_then_once_recovers(host, git_remote):
+    deploy_first(host, git_remote)
+    new = git_remote.commit_and_push("dev1", {"index.html": page("B222 new")}, "B222: new")
+    host.systemctl.hang(True)
+    agent = host.start("once")
+    wait_for(lambda: host.restarts() == 2, what="the restart to begin")
+    host.kill(agent)
+    assert host.state()["inflight"]["commit"] == new
+    assert host.live_target().name.endswith(new[:12])  # switched, not yet verified
+    host.systemctl.hang(False)
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+    record = host.ci_cd()["deploys"][0]
+    assert (record["trigger"], record["outcome"], record["commit"]) == ("recovery", "deployed", new)
+    assert host.get("/") == (200, page("B222 new"))
+    assert host.state()["inflight"] is None
+
+
+def test_lock_is_not_stale_after_a_kill(host, git_remote):
+    git_remote.commit_and_push("dev1", {"index.html": page("B101 first")}, "B101: first")
+    host.systemctl.hang(True)
+    agent = host.start("once")
+    wait_for(lambda: host.restarts() == 1, what="the restart to begin")
+    host.kill(agent)
+    host.systemctl.hang(False)
+    result = host.run("once")
+    assert result.returncode == 0, result.stderr
+
+
+# -- the service loop --------------------------------------------------------------------------
+
+def test_run_polls_deploys_and_stops_on_sigterm(host, git_remote):
+    import signal
+
+    git_remote.commit_and_push("dev1", {"index.html": page("B301 one")}, "B301: one")
+    agent = host.start("run")
+    try:
+        wait_for(lambda: host.get("/") == (200, page("B301 one")), what="the first deploy")
+        git_remote.commit_and_push("dev1", {"index.html": page("B302 two")}, "B302: two")
+        wait_for(lambda: host.get("/") == (200, page("B302 two")), what="the push to go live")
+        restarts = host.restarts()
+        time.sleep(1.0)  # several no-op polls
+        assert host.restarts() == restarts
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+        assert agent.returncode == 0, stderr
+    finally:
+        if agent.poll() is None:
+            host.kill(agent)
+    assert len(host.ci_cd()["deploys"]) == 2
