@@ -19,7 +19,7 @@ def site_headers(url: str, local_url: str, public_url: str) -> dict[str, str]:
     """A request to Ghost's own listener must look like one for the public site:
     Ghost answers any other Host or scheme with a 301 to its configured url."""
     headers = {"User-Agent": "ghost-deploy-agent", "Cache-Control": "no-cache"}
-    if url.startswith(local_url):
+    if url == local_url or url.startswith(local_url.rstrip("/") + "/"):
         public = urlsplit(public_url)
         headers["Host"] = public.netloc
         headers["X-Forwarded-Proto"] = public.scheme
@@ -41,7 +41,7 @@ def check_once(check, local_url: str, public_url: str, session: requests.Session
             stream=True,
         ) as response:
             status = response.status_code
-            body = response.raw.read(MAX_BODY, decode_content=True) if check.contains else b""
+            body = _read_body(response) if check.contains else b""
         if status != check.status:
             error = f"answered {status}, expected {check.status}"
             if 300 <= status < 400:
@@ -77,6 +77,17 @@ def run_checks(
             if all(r.ok for r in results) or time.monotonic() >= deadline:
                 return list(results)
             sleep(RETRY_PAUSE)
+
+
+def _read_body(response: requests.Response) -> bytes:
+    """At most MAX_BODY bytes; iter_content turns a stalled or cut body into a requests error."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_BODY:
+            break
+    return b"".join(chunks)
 
 
 def _short_error(exc: requests.RequestException) -> str:

@@ -1,4 +1,4 @@
-"""One pass of the agent: load state -> look at the remote -> decide -> deploy or roll back -> record.
+"""One pass of the agent: load state, look at the remote, decide, deploy or roll back, record.
 
 This is the only module that composes the side-effect modules; they never import each other.
 Every deploy ends in one DeployRecord that feeds the state, the ci-cd files and the notifier.
@@ -188,7 +188,11 @@ class Agent:
             self.notifier.pending(self.config.site.name, pending)
         if recovered:
             return _outcome_of(recovered)
-        return Outcome(reason if not pending else f"pending: {reason}")
+        if pending:
+            return Outcome(f"pending: {reason}")
+        if target and reason == "up to date":
+            return Outcome(f"up to date: {target.branch} {target.commit[:7]}")
+        return Outcome(reason)
 
     def _resolve_ref(self, ref: str | None) -> Target:
         flag = self.config.site.flag
@@ -255,8 +259,7 @@ class Agent:
     def _verify_or_roll_back(self, state: State, *, trigger: str, target: Target,
                              previous_commit: str | None, started: datetime, cards: list[str],
                              uncarded: list[str], rewritten: bool) -> DeployRecord:
-        inflight = state.inflight
-        assert inflight is not None
+        inflight = _inflight(state)
         base = dict(state=state, trigger=trigger, target=target, previous_commit=previous_commit,
                     started=started, cards=cards, uncarded=uncarded, rewritten=rewritten)
         ok, checks, error, journal = self._restart_and_verify()
@@ -283,8 +286,7 @@ class Agent:
 
     def _roll_back(self, state: State, error: str) -> tuple[str, str | None, str]:
         """Put back what was live before the deploy; (outcome, live commit, error)."""
-        inflight = state.inflight
-        assert inflight is not None
+        inflight = _inflight(state)
         previous_dir = inflight["previous_dir"]
         self.releases.switch(Path(previous_dir) if previous_dir else None)
         if previous_dir is None:
@@ -395,6 +397,12 @@ class Agent:
             publish.publish(site.ci_cd_dir, doc)
         except OSError as exc:
             log.error("cannot write the ci-cd files in %s: %s", site.ci_cd_dir, exc.strerror)
+
+
+def _inflight(state: State) -> dict:
+    if state.inflight is None:  # pragma: no cover - a programming error
+        raise RuntimeError("no deploy in flight")
+    return state.inflight
 
 
 def _target_for(branch: str, commit: str, flag: str) -> Target:

@@ -89,7 +89,7 @@ class DeployRecord:
     # Extensions to the contract's schema:
     site: str | None = None
     live_commit: str | None = None  # what is live once this record was written
-    step: str | None = None  # where a failure happened: fetch, stage, build, switch, restart, checks
+    step: str | None = None  # where a failure happened: build, restart, checks
     journal_tail: list[str] = field(default_factory=list)
     history_rewritten: bool = False
     duration_ms: int | None = None

@@ -64,7 +64,7 @@ class Heartbeat:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        assert self.interval
-        while not self._stop.wait(self.interval):
+        interval = self.interval or 1.0
+        while not self._stop.wait(interval):
             if time.monotonic() < self._deadline:
                 notify("WATCHDOG=1")

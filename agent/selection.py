@@ -66,9 +66,9 @@ def select(snapshot: Snapshot, flag: str) -> Selection:
 
 def _newer(a: Target, b: Target) -> bool:
     """Numbers decide; on a tie (1.3.22 vs 1-3-22) the name decides, so the pick is stable."""
-    assert a.version_key is not None and b.version_key is not None
-    if a.version_key != b.version_key:
-        return a.version_key > b.version_key
+    a_key, b_key = a.version_key or (), b.version_key or ()
+    if a_key != b_key:
+        return a_key > b_key
     return a.branch < b.branch
 
 

@@ -137,3 +137,16 @@ class FakeSystemctl:
 def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystemctl:
     """A `systemctl` shim in tmp_path/systemctl/bin; see FakeSystemctl."""
     return FakeSystemctl(tmp_path / "systemctl", monkeypatch)
+
+
+@pytest.fixture
+def host(tmp_path: Path, git_remote: GitRemote, site_server, fake_systemctl):
+    """A whole host: the git remote, a Ghost stand-in serving the live theme path, the
+    systemctl stand-in, and a config for the real `ghost-agent` command (tests/agentsite.py)."""
+    from tests.agentsite import AgentSite
+
+    content = tmp_path / "site" / "content"
+    live = content / "themes" / "acme"
+    live.parent.mkdir(parents=True)
+    site = site_server(live, content_dir=content)
+    return AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl)
