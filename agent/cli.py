@@ -102,6 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     config = load_config(path)
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
     if args.command == "check-config":
         print(f"{path}: ok")
         return EXIT_OK

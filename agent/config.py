@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 try:
     import tomllib
@@ -47,6 +47,7 @@ class SiteConfig:
     local_url: str
     content_dir: Path
     ci_cd_dir: Path
+    ci_cd_url: str | None = None  # where the ci-cd files are public; Slack links to them
 
     @property
     def release_prefix(self) -> str | None:
@@ -107,6 +108,17 @@ class SlackConfig:
     token: str | None = None
     channel: str | None = None
     timeout_seconds: float = 5.0
+    api_url: str = "https://slack.com/api/"  # another base URL only for a stand-in in tests
+
+
+@dataclass(frozen=True)
+class TrelloConfig:
+    key: str
+    token: str
+    board: str  # the board's id or short link (trello.com/b/<short link>/…)
+    label: str | None = None  # a label name to add to each card a deploy carries
+    timeout_seconds: float = 10.0
+    api_url: str = "https://api.trello.com/1"
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,8 @@ class Config:
     checks: tuple[CheckConfig, ...]
     slack: SlackConfig | None
     cards: CardsConfig
+    trello: TrelloConfig | None = None
+    warnings: tuple[str, ...] = ()  # not errors, but an operator should hear of them
 
 
 # --------------------------------------------------------------------------- entry points
@@ -214,6 +228,7 @@ class _Table:
         self.data = data
         self.quiet = quiet  # the whole table is missing: that was reported once already
         self.seen: set[str] = set()
+        self.inline_secrets: list[str] = []  # secrets written in agent.toml itself
 
     # -- reporting
 
@@ -304,6 +319,50 @@ class _Table:
             return value
         self.bad(key, value, "expected true or false")
         return None
+
+    def secret(self, key: str, credential: str, *, check: Callable[[str], Any] | None = None,
+               required: bool = False) -> Any:
+        """A secret from `key`, from the file named by `key_file`, or from the systemd
+        credential `credential` ($CREDENTIALS_DIRECTORY, LoadCredential=). Never echoed."""
+        inline = self.string(key, None, check=check, secret=True)
+        file_key = f"{key}_file"
+        path = self.path(file_key, None)
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if self.has(key) and self.has(file_key):
+            self.problems.add(f"{self.label} {file_key}: set either {key} or {file_key}, not both")
+            return None
+        if self.has(key):
+            if inline is not None:
+                self.inline_secrets.append(key)
+            return inline
+        source = path
+        if source is None and not self.has(file_key) and creds:
+            candidate = Path(creds) / credential
+            source = candidate if candidate.exists() else None
+        if source is None:
+            if required and not self.has(file_key):
+                self.missing(key, f"set {key}, {file_key}, or the systemd credential "
+                                  f"{credential}")
+            return None
+        try:
+            value = source.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            self.problems.add(f"{self.label} {file_key} = {_show(str(source))}: "
+                              f"cannot read the secret: {reason}")
+            return None
+        if not value:
+            self.problems.add(f"{self.label} {file_key} = {_show(str(source))}: the file is empty")
+            return None
+        register_secret(value)
+        if check is not None:
+            try:
+                return check(value)
+            except _Invalid as exc:
+                self.problems.add(f"{self.label} {key} (from {source}) = {json.dumps(MASK)}: "
+                                  f"{exc}")
+                return None
+        return value
 
     def path(self, key: str, default: Any = _REQUIRED) -> Path | None:
         return self.string(key, default, check=_check_abs_path)
@@ -521,6 +580,12 @@ def _check_token(value: str) -> str:
     return value
 
 
+def _check_word(value: str) -> str:
+    if not value or re.search(r"\s", value):
+        raise _Invalid("expected one word without spaces")
+    return value
+
+
 def _check_nonempty(value: str) -> str:
     if not value.strip() or _CONTROL.search(value):
         raise _Invalid("expected a non-empty string on one line")
@@ -548,7 +613,9 @@ def _read_toml(path: Path, problems: _Problems) -> dict | None:
     return None
 
 
-_TABLES = ("site", "agent", "git", "deploy", "ghost", "window", "checks", "slack", "cards")
+_TABLES = ("site", "agent", "git", "deploy", "ghost", "window", "checks", "slack", "cards",
+           "trello")
+_SECRET_TABLES = ("slack", "trello")
 _REQUIRED_TABLES = ("site", "git", "deploy", "ghost")
 
 
@@ -560,7 +627,7 @@ def _table(problems: _Problems, data: dict, name: str) -> _Table | None:
     if isinstance(value, list):
         problems.add(f"[[{name}]]: expected a single [{name}] table, not an array of tables")
     elif name in data:
-        shown = json.dumps(MASK) if name == "slack" else _show(value)  # may hold the webhook
+        shown = json.dumps(MASK) if name in _SECRET_TABLES else _show(value)  # may hold one
         problems.add(f"{name} = {shown}: expected a [{name}] table")
     elif name in _REQUIRED_TABLES:
         problems.add(f"[{name}]: missing (required table)")
@@ -591,7 +658,35 @@ def _build(path: Path, data: dict, problems: _Problems) -> Config:
     slack_table = _table(problems, data, "slack")
     slack = _slack(slack_table) if slack_table else None
     cards = _cards(_table(problems, data, "cards") or _Table(problems, "[cards]", {}))
-    return Config(path, site, agent, git, deploy, ghost, window, checks, slack, cards)
+    trello_table = _table(problems, data, "trello")
+    trello = _trello(trello_table) if trello_table else None
+    inline = [f"[slack] {k}" for k in (slack_table.inline_secrets if slack_table else [])]
+    inline += [f"[trello] {k}" for k in (trello_table.inline_secrets if trello_table else [])]
+    if git.remote and _url_has_credentials(data.get("git", {}).get("remote")):
+        inline.append("[git] remote")
+    warnings = _readable_secret_warnings(path, inline)
+    return Config(path, site, agent, git, deploy, ghost, window, checks, slack, cards, trello,
+                  warnings)
+
+
+def _url_has_credentials(url: Any) -> bool:
+    return isinstance(url, str) and "@" in urlsplit(url).netloc and \
+        urlsplit(url).scheme in ("http", "https")
+
+
+def _readable_secret_warnings(path: Path, inline: list[str]) -> tuple[str, ...]:
+    """A file that holds a secret must not be readable by every user on the host."""
+    if not inline:
+        return ()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return ()
+    if not mode & 0o004:
+        return ()
+    return (f"{path}: warning: {', '.join(inline)} holds a secret and the file is readable by "
+            f"everyone (mode {mode & 0o777:o}); chmod 640 it, or use the *_file keys or "
+            "systemd credentials",)
 
 
 # --------------------------------------------------------------------------- sections
@@ -606,8 +701,12 @@ def _site(t: _Table) -> SiteConfig:
     ci_cd_dir = t.path("ci_cd_dir", None)
     if ci_cd_dir is None and not t.has("ci_cd_dir") and content_dir is not None:
         ci_cd_dir = content_dir / "files"
+    # Ghost serves content/files/ at /content/files/; nginx may serve them at the root.
+    ci_cd_url = t.string("ci_cd_url", None, check=_check_site_url)
+    if ci_cd_url is None and not t.has("ci_cd_url") and public_url:
+        ci_cd_url = f"{public_url}/content/files"
     t.unknown()
-    return SiteConfig(name, flag, public_url, local_url, content_dir, ci_cd_dir)
+    return SiteConfig(name, flag, public_url, local_url, content_dir, ci_cd_dir, ci_cd_url)
 
 
 def _agent(t: _Table) -> AgentSection:
@@ -622,8 +721,24 @@ def _git(t: _Table) -> GitConfig:
     poll = t.seconds("poll_seconds", GitConfig.poll_seconds)
     timeout = t.seconds("timeout_seconds", GitConfig.timeout_seconds)
     ssh_key = t.path("ssh_key", None)
+    credentials = t.secret("credentials", "git-credentials")
     t.unknown()
+    if remote and credentials:
+        remote = _with_credentials(t, remote, credentials)
     return GitConfig(remote, poll, timeout, ssh_key)
+
+
+def _with_credentials(t: _Table, remote: str, credentials: str) -> str | None:
+    """Put "user:token" (or a bare token) into an https remote URL."""
+    parts = urlsplit(remote)
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        t.problems.add(f"{t.label} credentials: only for an http(s) remote without "
+                       "credentials of its own")
+        return None
+    user, _, password = credentials.partition(":")
+    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    register_secret(quote(user, safe="") if not password else quote(password, safe=""))
+    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
 
 
 def _deploy(t: _Table, agent: AgentSection) -> DeployConfig:
@@ -749,19 +864,32 @@ def _check_url_value(t: _Table, site: SiteConfig) -> str | None:
 
 
 def _slack(t: _Table) -> SlackConfig:
-    webhook_url = t.string("webhook_url", None, check=_check_url, secret=True)
-    token = t.string("token", None, check=_check_token, secret=True)
+    webhook_url = t.secret("webhook_url", "slack-webhook-url", check=_check_url)
+    token = t.secret("token", "slack-token", check=_check_token)
     channel = t.string("channel", None, check=_check_nonempty)
     timeout = t.seconds("timeout_seconds", SlackConfig.timeout_seconds)
+    api_url = t.string("api_url", SlackConfig.api_url, check=_check_url)
     t.unknown()
-    has_webhook, has_token = t.has("webhook_url"), t.has("token")
+    has_webhook = webhook_url is not None or t.has("webhook_url") or t.has("webhook_url_file")
+    has_token = token is not None or t.has("token") or t.has("token_file")
     if has_webhook and has_token:
         t.problems.add(f"{t.label} token: set either webhook_url or token (with channel), not both")
     elif not has_webhook and not has_token:
         t.problems.add(f"{t.label} webhook_url: missing (set webhook_url, or token and channel)")
     if has_token and not t.has("channel"):
         t.missing("channel", "required when token is set")
-    return SlackConfig(webhook_url, token, channel, timeout)
+    return SlackConfig(webhook_url, token, channel, timeout, api_url.rstrip("/") + "/")
+
+
+def _trello(t: _Table) -> TrelloConfig:
+    key = t.secret("key", "trello-key", check=_check_word, required=True)
+    token = t.secret("token", "trello-token", check=_check_word, required=True)
+    board = t.string("board", check=_check_word)
+    label = t.string("label", None, check=_check_nonempty)
+    timeout = t.seconds("timeout_seconds", TrelloConfig.timeout_seconds)
+    api_url = t.string("api_url", TrelloConfig.api_url, check=_check_url)
+    t.unknown()
+    return TrelloConfig(key, token, board, label, timeout, api_url.rstrip("/"))
 
 
 def _cards(t: _Table) -> CardsConfig:

@@ -1,0 +1,161 @@
+"""Secrets in agent.toml: from the file itself, from *_file keys, or from systemd credentials;
+never echoed; a world-readable file holding one is warned about."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+import agent.redact as redact_module
+from agent.config import load_config
+from agent.errors import ConfigError
+
+BASE = """\
+[site]
+name = "dev1"
+flag = "dev1"
+public_url = "https://dev1.website.com"
+content_dir = "/var/www/ghost/content"
+
+[git]
+remote = "{remote}"
+
+[deploy]
+path = "/var/www/ghost/content/themes/acme"
+
+[ghost]
+unit = "ghost_dev1"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _secret_registry():
+    saved = set(redact_module._registered)
+    yield
+    redact_module._registered.clear()
+    redact_module._registered.update(saved)
+
+
+def write(tmp_path, extra: str = "", remote: str = "https://git.example.com/acme/site.git",
+          mode: int = 0o600):
+    path = tmp_path / "agent.toml"
+    path.write_text(BASE.format(remote=remote) + textwrap.dedent(extra))
+    path.chmod(mode)
+    return path
+
+
+def test_slack_webhook_from_a_file(tmp_path):
+    secret = tmp_path / "webhook"
+    secret.write_text("https://hooks.slack.com/services/T0/B0/FILECANARY1\n")
+    config = load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{secret}"\n'))
+    assert config.slack.webhook_url == "https://hooks.slack.com/services/T0/B0/FILECANARY1"
+    shown = redact_module.redact("posting to https://hooks.slack.com/services/T0/B0/FILECANARY1")
+    assert "FILECANARY1" not in shown
+    assert config.warnings == ()
+
+
+def test_slack_token_from_systemd_credentials(tmp_path, monkeypatch):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "slack-token").write_text("xoxb-CREDCANARY2")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    config = load_config(write(tmp_path, '[slack]\nchannel = "#ci-cd"\n'))
+    assert config.slack.token == "xoxb-CREDCANARY2"
+    assert "CREDCANARY2" not in redact_module.redact("token xoxb-CREDCANARY2")
+
+
+def test_trello_key_and_token_from_credentials_and_files(tmp_path, monkeypatch):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "trello-key").write_text("KEYCANARY3")
+    token = tmp_path / "trello-token"
+    token.write_text("TOKENCANARY4\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    config = load_config(write(tmp_path, f'[trello]\ntoken_file = "{token}"\nboard = "AbCd"\n'))
+    assert (config.trello.key, config.trello.token, config.trello.board) == \
+        ("KEYCANARY3", "TOKENCANARY4", "AbCd")
+
+
+def test_trello_without_a_key_is_a_clear_problem(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, '[trello]\ntoken = "t"\nboard = "AbCd"\n'))
+    assert any("[trello] key: missing" in p and "trello-key" in p for p in err.value.problems)
+
+
+def test_git_credentials_file_goes_into_an_https_remote_and_is_redacted(tmp_path):
+    cred = tmp_path / "git-credentials"
+    cred.write_text("deploy:GITCANARY5\n")
+    config = load_config(write(tmp_path, ""))
+    assert "@" not in config.git.remote
+    path = write(tmp_path, "")
+    path.write_text(path.read_text().replace(
+        'remote = "https://git.example.com/acme/site.git"',
+        f'remote = "https://git.example.com/acme/site.git"\ncredentials_file = "{cred}"'))
+    config = load_config(path)
+    assert config.git.remote == "https://deploy:GITCANARY5@git.example.com/acme/site.git"
+    assert "GITCANARY5" not in redact_module.redact(config.git.remote)
+
+
+def test_git_credentials_with_an_ssh_remote_is_a_problem(tmp_path):
+    cred = tmp_path / "git-credentials"
+    cred.write_text("tok")
+    path = write(tmp_path, "", remote="git@github.com:acme/site.git")
+    path.write_text(path.read_text().replace(
+        'remote = "git@github.com:acme/site.git"',
+        f'remote = "git@github.com:acme/site.git"\ncredentials_file = "{cred}"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any("credentials: only for an http(s) remote" in p for p in err.value.problems)
+
+
+def test_secret_and_secret_file_together_is_a_problem(tmp_path):
+    secret = tmp_path / "webhook"
+    secret.write_text("https://hooks.slack.com/services/T0/B0/X")
+    path = write(tmp_path, '[slack]\n'
+                 'webhook_url = "https://hooks.slack.com/services/T0/B0/INLINECANARY6"\n'
+                 f'webhook_url_file = "{secret}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = "\n".join(err.value.problems)
+    assert "not both" in text
+    assert "INLINECANARY6" not in text
+
+
+def test_unreadable_or_empty_secret_file_is_a_problem(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{tmp_path / "nope"}"\n'))
+    assert any("cannot read the secret" in p for p in err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{empty}"\n'))
+    assert any("the file is empty" in p for p in err.value.problems)
+
+
+def test_world_readable_file_with_a_secret_is_warned_about(tmp_path):
+    inline = '[slack]\nwebhook_url = "https://hooks.slack.com/services/T0/B0/WARNCANARY7"\n'
+    config = load_config(write(tmp_path, inline, mode=0o644))
+    [warning] = config.warnings
+    assert "[slack] webhook_url holds a secret" in warning and "644" in warning
+    assert "WARNCANARY7" not in warning
+    assert load_config(write(tmp_path, inline, mode=0o640)).warnings == ()
+    remote = "https://deploy:REMOTECANARY8@git.example.com/site.git"
+    config = load_config(write(tmp_path, "", remote=remote, mode=0o644))
+    assert "[git] remote" in config.warnings[0]
+
+
+def test_check_config_prints_the_warning_and_still_passes(tmp_path):
+    import subprocess
+    import sys
+
+    inline = '[slack]\nwebhook_url = "https://hooks.slack.com/services/T0/B0/WARNCANARY9"\n'
+    path = write(tmp_path, inline, mode=0o644)
+    result = subprocess.run([sys.executable, "-m", "agent", "check-config", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 0
+    assert "warning" in result.stderr
+    assert "WARNCANARY9" not in result.stderr + result.stdout
