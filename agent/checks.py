@@ -91,7 +91,8 @@ def _read_body(response: requests.Response) -> bytes:
 
 
 def _short_error(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
+    # iter_content reports a body that stalls as a ConnectionError wrapping a read timeout
+    if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
         return "connection refused or reset"

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--ref", metavar="BRANCH_OR_SHA",
                         help="a branch or commit (default: the flag's target)")
     command("rollback", "make the previous release live again")
+    commits = command("check-commits",
+                      "fail when a commit of RANGE names no card (for the site repo's CI)")
+    commits.add_argument("range", metavar="RANGE", help="e.g. origin/main..HEAD")
+    commits.add_argument("--repo", default=".", help="the site repository (default: .)")
+    commits.add_argument("--pattern", default=None,
+                         help="card ID regex (default: [cards] pattern of --config if given, "
+                              "else [A-Z][0-9]{3,})")
     demo = command("demo", "the main job in a throwaway sandbox (no root, no network)")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     return parser
@@ -94,16 +101,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _check_commits(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.check_commits import check
+    from agent.config import CardsConfig
+
+    pattern = args.pattern
+    if pattern is None:
+        pattern = load_config(args.config).cards.pattern if args.config else CardsConfig.pattern
+    lines, uncarded = check(Path(args.repo), args.range, pattern)
+    for line in lines:
+        print(line)
+    if uncarded:
+        print(f"{len(uncarded)} commit(s) without a card ID: name the card (e.g. B321) in each "
+              "commit message", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from agent.demo.run import run_demo
 
         return run_demo(keep=args.keep)
 
+    if args.command == "check-commits":
+        return _check_commits(args)
+
     path = config_path(args.config)
     config = load_config(path)
-    for warning in config.warnings:
-        print(warning, file=sys.stderr)
+    if args.command in ("check-config", "run"):  # said once, not on every `once` from cron
+        for warning in config.warnings:
+            log.warning("%s", warning)
     if args.command == "check-config":
         print(f"{path}: ok")
         return EXIT_OK

@@ -20,6 +20,7 @@ from agent.checks import run_checks
 from agent.config import Config
 from agent.errors import AgentError, CommandError, DeployError, RemoteError
 from agent.models import DeployRecord, Release, Target
+from agent.notifiers import Fanout, Notifier
 from agent.releases import Releases
 from agent.remote import RemoteCache
 from agent.service import GhostService
@@ -32,16 +33,6 @@ class Interrupted(AgentError):
     """A stop was requested before the live site was touched; nothing changed."""
 
     exit_code = 75
-
-
-class Notifier:
-    """Where records go besides the state and the ci-cd files (Slack comes in notify.py)."""
-
-    def deployed(self, record: DeployRecord) -> None:  # pragma: no cover - interface
-        pass
-
-    def pending(self, site: str, pending: dict) -> None:  # pragma: no cover - interface
-        pass
 
 
 @dataclass
@@ -60,7 +51,7 @@ class Agent:
     remote: RemoteCache
     releases: Releases
     ghost: GhostService
-    notifier: Notifier = field(default_factory=Notifier)
+    notifier: Notifier = field(default_factory=Fanout)
     now: Callable[[], datetime] = clock.now
     stop_requested: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
@@ -68,6 +59,10 @@ class Agent:
     @classmethod
     def from_config(cls, config: Config, **kwargs) -> Agent:
         state_dir = config.agent.state_dir
+        if "notifier" not in kwargs:
+            from agent import notifiers
+
+            kwargs["notifier"] = notifiers.from_config(config)
         return cls(
             config=config,
             store=StateStore(state_dir),
@@ -225,6 +220,12 @@ class Agent:
         cards, uncarded = release_cards(commits, re.compile(cfg.cards.pattern))
         base = dict(state=state, trigger=trigger, target=target, previous_commit=previous_commit,
                     started=started, cards=cards, uncarded=uncarded, rewritten=rewritten)
+        if cfg.cards.require and uncarded and trigger != "manual":
+            shas = ", ".join(sha[:7] for sha in uncarded[:10])
+            error = f"{len(uncarded)} commit(s) without a card ID ({shas}); [cards] require = true"
+            self._quarantine(state, target, error)
+            return self._record(**base, outcome="failed", step="cards", error=error,
+                                live_commit=previous_commit)
 
         staging = None
         try:

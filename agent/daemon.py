@@ -16,6 +16,8 @@ from agent.sdnotify import Heartbeat, notify, watchdog_interval
 
 log = logging.getLogger("agent")
 TICK = 1.0  # the loop wakes at least this often to answer signals and ping the watchdog
+SPOOL_SECONDS = 5  # how often waiting notifications are offered to Slack again
+SPOOL_BUDGET = 20.0  # the longest one delivery round may take
 
 
 def cycle_budget(config: Config) -> float:
@@ -57,8 +59,14 @@ def run_service(config: Config, agent: Agent | None = None) -> int:
             log.error("%s", exc.message)
             notify(f"STATUS=error: {exc.message}")
 
+    def deliver_spool() -> None:
+        heartbeat.expect(SPOOL_BUDGET + 30)
+        agent.notifier.deliver(SPOOL_BUDGET)
+
     scheduler = schedule.Scheduler()
     scheduler.every(config.git.poll_seconds).seconds.do(poll)
+    # Messages that waited for Slack to come back; their own backoff decides what is due.
+    scheduler.every(SPOOL_SECONDS).seconds.do(deliver_spool)
     notify("READY=1")
     notify(f"STATUS=watching {config.site.flag} every {config.git.poll_seconds:g}s")
     log.info("watching %s for %s every %gs", config.site.name, config.site.flag,

@@ -7,7 +7,8 @@ import re
 MASK = "***"
 
 # user:password@ or token@ in URLs (https://user:tok@host, https://tok@host)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
+# (up to the last "@" before the path: a raw "@" inside a password must not cut it in two)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/\s]+)@")
 
 _registered: set[str] = set()
 
@@ -27,7 +28,6 @@ def redact(text: str) -> str:
     """Mask credentials in URLs and every registered secret."""
     if not text:
         return text
-    text = redact_url(text)
     for secret in sorted(_registered, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return text
+    return redact_url(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent import clock, window
+from agent import clock, notifiers, window
 from agent.config import Config
 from agent.state import StateStore
 
@@ -33,6 +33,7 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "quarantine": state.quarantine,
         "interrupted_deploy": state.inflight,
         "problem": state.last_problem,
+        "notify_problem": notifiers.from_config(config).problem(),
     }
 
 
@@ -63,4 +64,6 @@ def render_status(info: dict[str, Any]) -> str:
                      "(the next run finishes it)")
     if info["problem"]:
         lines.append(f"problem:  {info['problem']}")
+    if info["notify_problem"]:
+        lines.append(f"notify:   {info['notify_problem']}")
     return "\n".join(lines)

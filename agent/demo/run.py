@@ -19,10 +19,11 @@ import urllib.request
 from pathlib import Path
 
 from agent.config import load_config
-from agent.cycle import Agent, Notifier
+from agent.cycle import Agent
 from agent.demo.sitesim import SiteServer
 from agent.demo.systemctl import install_shim
 from agent.models import DeployRecord
+from agent.notifiers import Notifier
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Demo Developer",
