@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--ref", metavar="BRANCH_OR_SHA",
                         help="a branch or commit (default: the flag's target)")
     command("rollback", "make the previous release live again")
+    hold = command("hold", "pause automatic deploys on this host (deploy --ref still works)")
+    hold.add_argument("--reason", help="why, shown in status, the ci-cd files and Slack")
+    command("release", "resume automatic deploys after a hold")
     commits = command("check-commits",
                       "fail when a commit of RANGE names no card (for the site repo's CI)")
     commits.add_argument("range", metavar="RANGE", help="e.g. origin/main..HEAD")
@@ -157,6 +160,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         outcome = agent.deploy_ref(args.ref)
     elif args.command == "rollback":
         outcome = agent.rollback()
+    elif args.command == "hold":
+        outcome = agent.hold(args.reason, os.environ.get("SUDO_USER") or os.environ.get("USER"))
+    elif args.command == "release":
+        outcome = agent.release()
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)
     print(outcome.message)

@@ -91,6 +91,30 @@ class WindowConfig:
     start: datetime.time
     minutes: int
     timezone: str | None = None
+    spread_minutes: int = 0  # hosts start up to this much later, by a hash of the hostname
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    """Deploy version V only once the canary sites have run V healthily for bake_minutes."""
+
+    canary_urls: tuple[str, ...]  # each site's public URL (its ci-cd.json is read) or a .json URL
+    bake_minutes: int = 60
+    healthy_share: float = 1.0  # share of canary sites that must be healthy, 0 < x <= 1
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """`ghost-agent fleet`: one report of every site's ci-cd.json."""
+
+    sites: tuple[str, ...] = ()  # site public URLs or ci-cd.json URLs
+    sites_file: Path | None = None  # one URL per line (# comments allowed)
+    out_dir: Path | None = None  # where the fleet's ci-cd.txt/.html/.json go
+    at: datetime.time | None = None  # run daily at this local time inside `ghost-agent run`
+    timezone: str | None = None
+    timeout_seconds: float = 10.0
+    slack: bool = False  # post one summary to [slack]
 
 
 @dataclass(frozen=True)
@@ -141,6 +165,8 @@ class Config:
     slack: SlackConfig | None
     cards: CardsConfig
     trello: TrelloConfig | None = None
+    promotion: PromotionConfig | None = None
+    fleet: FleetConfig | None = None
     warnings: tuple[str, ...] = ()  # not errors, but an operator should hear of them
 
 
@@ -614,7 +640,7 @@ def _read_toml(path: Path, problems: _Problems) -> dict | None:
 
 
 _TABLES = ("site", "agent", "git", "deploy", "ghost", "window", "checks", "slack", "cards",
-           "trello")
+           "trello", "promotion", "fleet")
 _SECRET_TABLES = ("slack", "trello")
 _REQUIRED_TABLES = ("site", "git", "deploy", "ghost")
 
@@ -660,13 +686,19 @@ def _build(path: Path, data: dict, problems: _Problems) -> Config:
     cards = _cards(_table(problems, data, "cards") or _Table(problems, "[cards]", {}))
     trello_table = _table(problems, data, "trello")
     trello = _trello(trello_table) if trello_table else None
+    promotion_table = _table(problems, data, "promotion")
+    promotion = _promotion(promotion_table) if promotion_table else None
+    fleet_table = _table(problems, data, "fleet")
+    fleet = _fleet(fleet_table) if fleet_table else None
+    if fleet and fleet.slack and slack is None:
+        problems.add("[fleet] slack = true: needs a [slack] table")
     inline = [f"[slack] {k}" for k in (slack_table.inline_secrets if slack_table else [])]
     inline += [f"[trello] {k}" for k in (trello_table.inline_secrets if trello_table else [])]
     if git.remote and _url_has_credentials(data.get("git", {}).get("remote")):
         inline.append("[git] remote")
     warnings = _readable_secret_warnings(path, inline)
     return Config(path, site, agent, git, deploy, ghost, window, checks, slack, cards, trello,
-                  warnings)
+                  promotion, fleet, warnings)
 
 
 def _url_has_credentials(url: Any) -> bool:
@@ -778,8 +810,62 @@ def _window(t: _Table) -> WindowConfig:
     start = _window_start(t)
     minutes = t.integer("minutes", _REQUIRED, low=1, high=1440)
     timezone = t.string("timezone", None, check=_check_timezone)
+    spread = t.integer("spread_minutes", 0, low=0, high=1440)
     t.unknown()
-    return WindowConfig(start, minutes, timezone)
+    if minutes is not None and spread and spread >= minutes:
+        t.problems.add(f"{t.label} spread_minutes = {spread}: must be shorter than the window "
+                       f"(minutes = {minutes}), or some hosts would start after it closed")
+    return WindowConfig(start, minutes, timezone, spread)
+
+
+def _url_list(t: _Table, key: str, *, required: bool) -> tuple[str, ...] | None:
+    value = t.data.get(key)
+    t.seen.add(key)
+    if value is None:
+        if required:
+            t.missing(key)
+        return () if not required else None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        t.bad(key, value, 'expected a list of URLs, e.g. ["https://a.website.com"]')
+        return None
+    urls = []
+    for url in value:
+        try:
+            urls.append(_check_check_url(url).rstrip("/"))
+        except _Invalid as exc:
+            t.bad(key, url, str(exc))
+            return None
+    if required and not urls:
+        t.bad(key, value, "expected at least one URL")
+        return None
+    return tuple(urls)
+
+
+def _promotion(t: _Table) -> PromotionConfig:
+    urls = _url_list(t, "canary_urls", required=True)
+    bake = t.integer("bake_minutes", PromotionConfig.bake_minutes, low=0, high=7 * 1440)
+    share = t.data.get("healthy_share", PromotionConfig.healthy_share)
+    t.seen.add("healthy_share")
+    if not _is_number(share) or not 0 < share <= 1:
+        t.bad("healthy_share", share, "expected a number > 0 and <= 1, e.g. 1.0 or 0.8")
+        share = None
+    timeout = t.seconds("timeout_seconds", PromotionConfig.timeout_seconds)
+    t.unknown()
+    return PromotionConfig(urls, bake, float(share) if share else 1.0, timeout)
+
+
+def _fleet(t: _Table) -> FleetConfig:
+    sites = _url_list(t, "sites", required=False)
+    sites_file = t.path("sites_file", None)
+    out_dir = t.path("out_dir", None)
+    at = t.string("at", None, check=_check_time)
+    timezone = t.string("timezone", None, check=_check_timezone)
+    timeout = t.seconds("timeout_seconds", FleetConfig.timeout_seconds)
+    slack = t.boolean("slack", False)
+    t.unknown()
+    if at is not None and out_dir is None and not slack:
+        t.problems.add(f"{t.label} at: a daily report needs out_dir or slack = true")
+    return FleetConfig(sites or (), sites_file, out_dir, at, timezone, timeout, bool(slack))
 
 
 def _window_start(t: _Table) -> datetime.time | None:

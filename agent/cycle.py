@@ -6,12 +6,14 @@ Every deploy ends in one DeployRecord that feeds the state, the ci-cd files and 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent import clock, publish, selection, window
@@ -27,6 +29,17 @@ from agent.service import GhostService
 from agent.state import State, StateStore
 
 log = logging.getLogger("agent")
+
+
+PENDING_REASONS = ("waiting", "quarantined", "held", "canary")
+
+
+def spread_offset(window_config) -> timedelta:
+    """This host's delay inside the window: the same every night, different across hosts."""
+    if window_config is None or not window_config.spread_minutes:
+        return timedelta(0)
+    digest = hashlib.sha256(socket.gethostname().encode()).digest()
+    return timedelta(minutes=int.from_bytes(digest[:4], "big") % window_config.spread_minutes)
 
 
 class Interrupted(AgentError):
@@ -147,6 +160,39 @@ class Agent:
                 return Outcome(f"rolled back to {previous.branch} {previous.commit[:7]}", record)
             return _outcome_of(record)
 
+    def hold(self, reason: str | None, by: str | None) -> Outcome:
+        """Pause automatic deploys on this host (deploy --ref still works)."""
+        with self.store:
+            state = self.store.load()
+            state.hold = {"at": clock.iso(self.now()), "by": by, "reason": reason}
+            state.notified_pending = None
+            self.store.save(state)
+            self._publish(state)
+            self.notifier.pending(self.config.site.name, {
+                "branch": state.seen["branch"] if state.seen else "-",
+                "commit": state.seen["commit"] if state.seen else "",
+                "reason": "automatic deploys held by an operator"
+                          + (f": {reason}" if reason else "")})
+            return Outcome("automatic deploys held")
+
+    def release(self) -> Outcome:
+        """Resume automatic deploys; the next cycle deploys what is due."""
+        with self.store:
+            state = self.store.load()
+            if state.hold is None:
+                return Outcome("automatic deploys were not held")
+            state.hold = None
+            state.notified_pending = None
+            if state.pending and state.pending["reason"].startswith("held"):
+                state.pending = None
+            self.store.save(state)
+            self._publish(state)
+            self.notifier.pending(self.config.site.name, {
+                "branch": state.seen["branch"] if state.seen else "-",
+                "commit": state.seen["commit"] if state.seen else "",
+                "reason": "automatic deploys resumed by an operator"})
+            return Outcome("automatic deploys resumed")
+
     # -- deciding ------------------------------------------------------------------------
     def _why_not(self, state: State, target: Target | None) -> str | None:
         """None when the target should be deployed now, else why not (for status/pending)."""
@@ -163,7 +209,10 @@ class Agent:
             if current_key and target.version_key < current_key:
                 # The newest release branch was deleted: a deleted branch changes nothing live.
                 return f"newest branch {target.branch} is older than live {current.branch}"
-        decision = window.decide(self.config.window, self.now())
+        if state.hold:
+            return f"held: automatic deploys paused since {state.hold['at']}" + (
+                f" ({state.hold['reason']})" if state.hold.get("reason") else "")
+        decision = window.decide(self.config.window, self.now(), spread_offset(self.config.window))
         if not decision.open:
             return decision.reason
         return None
@@ -172,14 +221,19 @@ class Agent:
                 recovered: DeployRecord | None) -> Outcome:
         """Nothing to deploy: keep `pending` current and publish only when it changed."""
         pending = None
-        if target and reason.startswith(("waiting", "quarantined")):
+        if target and reason.startswith(PENDING_REASONS):
             pending = {"branch": target.branch, "commit": target.commit, "reason": reason}
         changed = pending != state.pending
         state.pending = pending
+        # One Slack message per waiting target, however often its reason is re-worded.
+        announce = pending is not None and reason.startswith(("waiting", "held")) \
+            and state.notified_pending != target.commit
+        if announce:
+            state.notified_pending = target.commit
         self.store.save(state)
         if changed or recovered:
             self._publish(state)
-        if changed and pending and reason.startswith("waiting"):
+        if announce:
             self.notifier.pending(self.config.site.name, pending)
         if recovered:
             return _outcome_of(recovered)
@@ -393,6 +447,7 @@ class Agent:
             current=({"branch": current.branch, "commit": current.commit,
                       "version": current.version, "since": current.since} if current else None),
             pending=state.pending, deploys=state.history,
+            extra={"hold": state.hold} if state.hold else None,
         )
         try:
             publish.publish(site.ci_cd_dir, doc)

@@ -232,6 +232,11 @@ def render_txt(doc: dict) -> str:
         )
     else:
         lines.append("# pending: nothing")
+    hold = doc.get("hold")
+    if isinstance(hold, dict) and hold:
+        lines.append(f"# HOLD: automatic deploys paused since {_utc(hold.get('at'))}"
+                     + (f" by {_fold(hold.get('by'))}" if hold.get("by") else "")
+                     + (f": {_fold(hold.get('reason'))}" if hold.get("reason") else ""))
     for rec in reversed(_deploys(doc)):
         lines.append(_txt_line(rec, site))
     return "\n".join(lines) + "\n"
@@ -340,6 +345,12 @@ def _html_pending(doc: dict) -> str:
         )
     else:
         body = '<p class="mute">nothing pending</p>'
+    hold = doc.get("hold")
+    if isinstance(hold, dict) and hold:
+        body += (f'<p id="hold" class="reason"><strong>Automatic deploys on hold</strong> since '
+                 f'{_e(_utc(hold.get("at")))}'
+                 + (f' by {_e(hold.get("by"))}' if hold.get("by") else "")
+                 + (f': {_e(hold.get("reason"))}' if hold.get("reason") else "") + "</p>")
     return f'<section id="pending" class="card"><h2>Pending</h2>{body}</section>'
 
 

@@ -36,6 +36,8 @@ class State:
     inflight: dict[str, Any] | None = None  # a deploy between switch and verdict
     history: list[dict[str, Any]] = field(default_factory=list)  # DeployRecord dicts, newest first
     last_problem: str | None = None  # the last temporary trouble, for `status`
+    hold: dict[str, Any] | None = None  # automatic deploys paused: {"at", "by", "reason"}
+    notified_pending: str | None = None  # the commit whose pending message was sent
 
     @property
     def current(self) -> Release | None:
@@ -59,6 +61,8 @@ class State:
             "inflight": self.inflight,
             "history": self.history,
             "last_problem": self.last_problem,
+            "hold": self.hold,
+            "notified_pending": self.notified_pending,
         }
 
     @classmethod
@@ -71,6 +75,8 @@ class State:
             inflight=data.get("inflight"),
             history=list(data.get("history") or []),
             last_problem=data.get("last_problem"),
+            hold=data.get("hold"),
+            notified_pending=data.get("notified_pending"),
         )
 
 

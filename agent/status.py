@@ -6,6 +6,7 @@ from typing import Any
 
 from agent import clock, notifiers, window
 from agent.config import Config
+from agent.cycle import spread_offset
 from agent.state import StateStore
 
 
@@ -14,7 +15,7 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
     state = StateStore(config.agent.state_dir).load()  # read-only: no lock needed
     current = state.current
     last = state.history[0] if state.history else None
-    decision = window.decide(config.window, now)
+    decision = window.decide(config.window, now, spread_offset(config.window))
     return {
         "site": config.site.name,
         "flag": config.site.flag,
@@ -25,13 +26,15 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "window": None if config.window is None else {
             "open": decision.open,
             "next_opening": clock.iso(decision.opens_at) if not decision.open
-            else clock.iso(window.next_opening(config.window, now)),
+            else clock.iso(window.next_opening(config.window, now,
+                                               spread_offset(config.window))),
         },
         "last": None if last is None else {
             k: last.get(k) for k in ("outcome", "branch", "commit", "finished_at", "error",
                                      "trigger")},
         "quarantine": state.quarantine,
         "interrupted_deploy": state.inflight,
+        "hold": state.hold,
         "problem": state.last_problem,
         "notify_problem": notifiers.from_config(config).problem(),
     }
@@ -57,6 +60,11 @@ def render_status(info: dict[str, Any]) -> str:
         if last.get("error"):
             text += f": {last['error']}"
         lines.append(f"last:     {text}")
+    if info["hold"]:
+        hold = info["hold"]
+        lines.append(f"HOLD:     automatic deploys paused since {hold['at']}"
+                     + (f" by {hold['by']}" if hold.get("by") else "")
+                     + (f": {hold['reason']}" if hold.get("reason") else ""))
     for commit, why in info["quarantine"].items():
         lines.append(f"held back: {commit[:7]} ({why.get('branch')}): {why.get('reason')}")
     if info["interrupted_deploy"]:
