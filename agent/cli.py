@@ -156,6 +156,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     agent = Agent.from_config(config)
     if args.command == "once":
         outcome = agent.once()
+        # Run from cron there is no service loop: offer what waits in the spool (bounded).
+        agent.notifier.deliver(config.slack.timeout_seconds if config.slack else 0)
     elif args.command == "deploy":
         outcome = agent.deploy_ref(args.ref)
     elif args.command == "rollback":

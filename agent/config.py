@@ -951,6 +951,11 @@ def _check_url_value(t: _Table, site: SiteConfig) -> str | None:
 
 def _slack(t: _Table) -> SlackConfig:
     webhook_url = t.secret("webhook_url", "slack-webhook-url", check=_check_url)
+    if webhook_url:
+        # The path alone is the secret too (logs may show a URL without its host).
+        path = urlsplit(webhook_url).path
+        register_secret(path)
+        register_secret(path.rstrip("/").rsplit("/", 1)[-1])
     token = t.secret("token", "slack-token", check=_check_token)
     channel = t.string("channel", None, check=_check_nonempty)
     timeout = t.seconds("timeout_seconds", SlackConfig.timeout_seconds)

@@ -22,6 +22,9 @@ class Notifier:
     def pending(self, site: str, pending: dict) -> None:
         """One call per target that waits (e.g. for the window)."""
 
+    def send(self, message: dict, summary: str) -> None:
+        """Any other message ({"text", "blocks"}), e.g. the fleet summary; Slack only."""
+
     def deliver(self, budget: float | None = None) -> int:
         """Send what waits in a spool; returns how many were sent."""
         return 0
@@ -41,6 +44,9 @@ class Fanout(Notifier):
     def pending(self, site: str, pending: dict) -> None:
         self._each("pending", site, pending)
 
+    def send(self, message: dict, summary: str) -> None:
+        self._each("send", message, summary)
+
     def deliver(self, budget: float | None = None) -> int:
         return sum(self._each("deliver", budget) or [0])
 
@@ -51,8 +57,11 @@ class Fanout(Notifier):
     def _each(self, method: str, *args) -> list:
         results = []
         for notifier in self.notifiers:
+            call = getattr(notifier, method, None)
+            if call is None:
+                continue  # e.g. Trello has no spool and no summaries
             try:
-                results.append(getattr(notifier, method)(*args))
+                results.append(call(*args))
             except Exception as exc:  # noqa: BLE001 - a notifier must never break a deploy
                 log.warning("%s.%s failed: %s", type(notifier).__name__, method,
                             type(exc).__name__)

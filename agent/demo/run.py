@@ -24,6 +24,7 @@ from agent.demo.sitesim import SiteServer
 from agent.demo.systemctl import install_shim
 from agent.models import DeployRecord
 from agent.notifiers import Notifier
+from agent.notify import build_message, build_pending_message
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Demo Developer",
@@ -36,25 +37,21 @@ GIT_ENV = {
 
 
 class ConsoleNotifier(Notifier):
-    """Slack, printed: what the channel would show."""
+    """Slack, printed: the plain-text version of the very message Slack would get."""
+
+    def __init__(self, config):
+        self.config = config
 
     def deployed(self, record: DeployRecord) -> None:
-        cards = ", ".join(record.cards) or "none"
-        line = (
-            f"[slack] {record.site}: {record.outcome} {record.branch} {record.commit[:7]}"
-            f" (cards: {cards})"
-        )
+        message = build_message(record, site=self.config.site, cards=self.config.cards,
+                                remote=self.config.git.remote)
+        print(textwrap.indent(message["text"], "    [slack] "))
         if record.uncarded_commits:
-            line += f" - {len(record.uncarded_commits)} commit(s) without a card!"
-        if record.error:
-            line += f"\n        error: {record.error}"
-        print(line)
+            print(f"    [slack] :warning: {len(record.uncarded_commits)} commit(s) without a card")
 
     def pending(self, site: str, pending: dict) -> None:
-        print(
-            f"[slack] {site}: pending {pending['branch']} {pending['commit'][:7]}: "
-            f"{pending['reason']}"
-        )
+        message = build_pending_message(self.config.site, pending)
+        print(textwrap.indent(message["text"], "    [slack] "))
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -161,7 +158,8 @@ def run_demo(keep: bool = False) -> int:
             verify_seconds = 3
             """)
         )
-        agent = Agent.from_config(load_config(config_file), notifier=ConsoleNotifier())
+        config = load_config(config_file)
+        agent = Agent.from_config(config, notifier=ConsoleNotifier(config))
         print(f"    config {config_file}")
 
         say("the agent polls: it sees dev1, deploys, restarts 'Ghost' and verifies")

@@ -1,0 +1,833 @@
+"""Slack: one message per release and outcome, delivered through a spool.
+
+build_message() and build_pending_message() turn a DeployRecord (or a pending target) into a
+Block Kit payload with a plain-text fallback; they are pure. SlackNotifier writes each message
+to a spool in the state directory first and then tries to deliver the spool, oldest first,
+within slack.timeout_seconds: a Slack outage never slows or fails a deploy. Messages that could
+not be sent wait for the next deliver() (the service calls it every poll), with exponential
+backoff, Retry-After for a 429, and no retries at all after a permanent refusal (bad token,
+unknown channel, removed webhook) until the [slack] settings change.
+
+Secrets (the webhook URL, the token) are registered with agent.redact and never logged: every
+line written here goes through redact(), and slack_sdk gets a private logger that nothing can
+lower below CRITICAL (at DEBUG it logs the full webhook URL).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from agent import clock
+from agent.atomic import write_json_atomic
+from agent.config import CardsConfig, SiteConfig, SlackConfig
+from agent.models import DeployRecord
+from agent.redact import redact, register_secret
+
+log = logging.getLogger("agent")
+
+# --------------------------------------------------------------------------- message content
+
+EMOJI = {
+    "deployed": ":white_check_mark:",
+    "rolled_back": ":leftwards_arrow_with_hook:",
+    "failed": ":x:",
+    "pending": ":hourglass_flowing_sand:",
+}
+LABEL = {"deployed": "deployed", "rolled_back": "rolled back", "failed": "failed",
+         "pending": "pending"}
+TRIGGER = {
+    "manual": "manual deploy (ghost-agent deploy)",
+    "rollback": "operator rollback (ghost-agent rollback)",
+    "recovery": "recovery of an interrupted run",
+}
+
+JOURNAL_LINES = 15  # at most this many journal lines ...
+JOURNAL_CHARS = 2500  # ... and this many characters in the code block
+LINE_CHARS = 300  # one journal line is cut here
+ERROR_CHARS = 1500
+MAX_LISTED = 10  # checks and uncarded commits listed; the rest is counted
+MAX_CARDS = 30
+
+# Block Kit limits
+HEADER_CHARS = 150
+SECTION_CHARS = 3000
+FIELD_CHARS = 2000
+
+_KNOWN_HOSTS = {
+    "github.com": "github.com",
+    "www.github.com": "github.com",
+    "ssh.github.com": "github.com",  # ssh over port 443
+    "gitlab.com": "gitlab.com",
+    "www.gitlab.com": "gitlab.com",
+    "altssh.gitlab.com": "gitlab.com",
+    "bitbucket.org": "bitbucket.org",
+    "www.bitbucket.org": "bitbucket.org",
+    "altssh.bitbucket.org": "bitbucket.org",
+}
+_COMMIT_PATH = {"github.com": "commit", "gitlab.com": "-/commit", "bitbucket.org": "commits"}
+_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]+")
+_HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_SCP = re.compile(r"^(?:[^@/:\s]+@)?(?P<host>[^@/:\s]+):(?P<path>[^\s]*)$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;]*[A-Za-z]")
+
+
+def commit_url(remote: str, commit: str) -> str | None:
+    """The web page of `commit` when `remote` is on GitHub, GitLab or Bitbucket, else None.
+
+    Accepts scp-like ssh (git@github.com:acme/site.git), ssh://, git:// and http(s) URLs, with
+    or without .git; credentials and ports are dropped (the result only has host and path).
+    """
+    if not remote or not commit or not _HEX.fullmatch(commit):
+        return None
+    remote = remote.strip()
+    if "://" in remote:
+        try:
+            parts = urlsplit(remote)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            return None
+        if parts.scheme.lower() not in ("ssh", "git+ssh", "ssh+git", "git", "http", "https"):
+            return None
+        path = parts.path
+    else:
+        match = _SCP.match(remote)
+        if not match:
+            return None
+        host, path = match.group("host").lower(), match.group("path")
+    canonical = _KNOWN_HOSTS.get(host)
+    if canonical is None:
+        return None
+    path = path.strip("/")
+    if path.endswith(".git"):
+        path = path[:-4]
+    segments = path.split("/") if path else []
+    if canonical == "gitlab.com":
+        ok = len(segments) >= 2  # groups and subgroups
+    else:
+        ok = len(segments) == 2
+    if not ok or not all(_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
+        return None
+    return f"https://{canonical}/{'/'.join(segments)}/{_COMMIT_PATH[canonical]}/{commit.lower()}"
+
+
+def card_url(board_url: str | None, card: str) -> str | None:
+    """A card's link: board_url with "{card}" replaced (URL-quoted), else board_url itself."""
+    if not board_url:
+        return None
+    if "{card}" in board_url:
+        return board_url.replace("{card}", quote(card, safe=""))
+    return board_url
+
+
+def escape(text: Any) -> str:
+    """Untrusted text for Slack mrkdwn: secrets masked, &, < and > escaped."""
+    text = redact(_CONTROL.sub("", str(text)))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: Any) -> str:
+    """Text for a plain_text element: secrets masked, control characters removed."""
+    return redact(_CONTROL.sub("", str(text)))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _link(url: str | None, label: str) -> str:
+    """<url|label> (label already escaped); only the label when there is no URL."""
+    if not url:
+        return label
+    safe = redact(url)
+    for char, code in (("|", "%7C"), ("<", "%3C"), (">", "%3E"), (" ", "%20")):
+        safe = safe.replace(char, code)
+    return f"<{safe}|{label}>"
+
+
+def _short(commit: str | None) -> str:
+    return commit[:7] if commit else "none"
+
+
+def _commit_md(remote: str, commit: str | None) -> str:
+    if not commit:
+        return "none"
+    url = commit_url(remote, commit)
+    label = f"`{escape(_short(commit))}`"
+    return _link(url, label) if url else label
+
+
+def _duration(record: DeployRecord) -> str | None:
+    ms = record.duration_ms
+    if ms is None:
+        try:
+            started = datetime.fromisoformat(record.started_at)
+            finished = datetime.fromisoformat(record.finished_at)
+            ms = int((finished - started).total_seconds() * 1000)
+        except (TypeError, ValueError):
+            return None
+    if ms < 0:
+        return None
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _code_block(lines: list[str]) -> str:
+    """The last journal lines in a ``` block: at most JOURNAL_LINES lines / JOURNAL_CHARS."""
+    kept = [_cut(escape(line.rstrip()), LINE_CHARS) for line in lines[-JOURNAL_LINES:]]
+    kept = [line.replace("```", "`\u200b`\u200b`") for line in kept]
+    while kept and sum(len(line) + 1 for line in kept) > JOURNAL_CHARS:
+        kept.pop(0)
+    return "```\n" + "\n".join(kept) + "\n```"
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_CHARS)}}
+
+
+def _header(text: str) -> dict:
+    return {"type": "header",
+            "text": {"type": "plain_text", "text": _cut(text, HEADER_CHARS), "emoji": True}}
+
+
+def _fields(fields: list[str]) -> dict:
+    return {"type": "section",
+            "fields": [{"type": "mrkdwn", "text": _cut(f, FIELD_CHARS)} for f in fields[:10]]}
+
+
+def _ci_cd_context(site: SiteConfig, extra: list[str]) -> dict:
+    elements = []
+    base = (site.ci_cd_url or "").rstrip("/")
+    if base:
+        links = " · ".join(_link(f"{base}/{name}", name) for name in ("ci-cd.html", "ci-cd.txt"))
+        elements.append({"type": "mrkdwn", "text": f"History: {links}"})
+    elements += [{"type": "mrkdwn", "text": _cut(e, FIELD_CHARS)} for e in extra]
+    if not elements:
+        elements.append({"type": "mrkdwn", "text": escape(site.name)})
+    return {"type": "context", "elements": elements[:10]}
+
+
+def build_message(record: DeployRecord, *, site: SiteConfig, cards: CardsConfig,
+                  remote: str) -> dict:
+    """The Slack payload for one deploy record: {"text": fallback, "blocks": [...]}."""
+    outcome = record.outcome
+    emoji = EMOJI.get(outcome, ":grey_question:")
+    label = LABEL.get(outcome, outcome)
+    site_name = record.site or site.name
+    short = _short(record.commit)
+    duration = _duration(record)
+    failed = outcome != "deployed"
+
+    branch = f"`{escape(record.branch)}`"
+    if record.version:
+        branch += f" · version {escape(record.version)}"
+    commit = _commit_md(remote, record.commit)
+    commit += (f" (was {_commit_md(remote, record.previous_commit)})"
+               if record.previous_commit else " (first deploy)")
+    fields = [
+        f"*Site*\n{escape(site_name)} · flag `{escape(site.flag)}`",
+        f"*Branch*\n{branch}",
+        f"*Commit*\n{commit}",
+        f"*Duration*\n{duration or 'unknown'}",
+    ]
+    if failed:
+        fields.append(f"*Live now*\n{_commit_md(remote, record.live_commit)}")
+        if record.step:
+            fields.append(f"*Failed at*\n{escape(record.step)}")
+    if record.trigger and record.trigger != "poll":
+        fields.append(f"*Trigger*\n{escape(TRIGGER.get(record.trigger, record.trigger))}")
+
+    blocks: list[dict] = [_header(_plain(f"{emoji} {site_name}: {label}")), _fields(fields)]
+
+    if record.error:
+        blocks.append(_section(f"*Error*\n{_cut(escape(record.error), ERROR_CHARS)}"))
+
+    if record.cards:
+        linked = [_link(card_url(cards.board_url, c), escape(c)) for c in record.cards[:MAX_CARDS]]
+        more = len(record.cards) - MAX_CARDS
+        text = ", ".join(linked) + (f" and {more} more" if more > 0 else "")
+        blocks.append(_section(f"*Cards* {text}"))
+    else:
+        blocks.append(_section("*Cards* no cards"))
+
+    if record.uncarded_commits:
+        count = len(record.uncarded_commits)
+        shas = ", ".join(f"`{escape(_short(c))}`" for c in record.uncarded_commits[:MAX_LISTED])
+        more = count - MAX_LISTED
+        noun = "commit" if count == 1 else "commits"
+        blocks.append(_section(f":warning: {count} {noun} without a card: {shas}"
+                               + (f" and {more} more" if more > 0 else "")))
+    if record.history_rewritten:
+        blocks.append(_section(":warning: the branch history was rewritten (force-push) since "
+                               f"{_commit_md(remote, record.previous_commit)}"))
+
+    if record.checks:
+        lines = [_check_line(c) for c in record.checks[:MAX_LISTED]]
+        more = len(record.checks) - MAX_LISTED
+        if more > 0:
+            lines.append(f"… and {more} more")
+        blocks.append(_section("*Checks*\n" + "\n".join(lines)))
+    elif record.step == "build":
+        blocks.append(_section("*Checks* none ran (the build failed)"))
+
+    if record.journal_tail:
+        shown = min(len(record.journal_tail), JOURNAL_LINES)
+        blocks.append(_section(f"*Journal* (last {shown} lines)\n"
+                               + _code_block(list(record.journal_tail))))
+
+    finished = f"finished {escape(record.finished_at)}" if record.finished_at else None
+    blocks.append(_ci_cd_context(site, [finished] if finished else []))
+
+    # Plain-text fallback (notifications, screen readers): one or two lines.
+    version = f" {escape(record.version)}" if record.version else ""
+    line1 = (f"{emoji} {escape(site_name)}: {label} {escape(record.branch)}{version} "
+             f"{escape(short)}" + (f" in {duration}" if duration else ""))
+    if failed:
+        line2 = _cut(escape(record.error or "no error recorded"), 300)
+        line2 += f" (live now: {escape(_short(record.live_commit))})"
+    else:
+        line2 = ("cards: " + escape(", ".join(record.cards[:MAX_CARDS]))) if record.cards \
+            else "no cards"
+        if record.uncarded_commits:
+            line2 += f"; :warning: {len(record.uncarded_commits)} uncarded commit(s)"
+    return _finish({"text": f"{line1}\n{line2}", "blocks": blocks})
+
+
+def _check_line(check: dict) -> str:
+    ok = bool(check.get("ok"))
+    name = escape(check.get("name") or "check")
+    status = check.get("status")
+    status_text = escape(status) if status is not None else "no answer"
+    ms = check.get("ms")
+    timing = f" · {escape(ms)} ms" if ms is not None else ""
+    if ok:
+        return f":white_check_mark: `{name}` {status_text}{timing} · ok"
+    error = check.get("error")
+    reason = f": {_cut(escape(error), 300)}" if error else ""
+    return f":x: `{name}` {status_text}{timing} · *fail*{reason}"
+
+
+def build_pending_message(site: SiteConfig, pending: dict, *, remote: str = "") -> dict:
+    """The Slack payload for a target that waits (for the window, or in quarantine)."""
+    emoji = EMOJI["pending"]
+    branch = str(pending.get("branch") or "?")
+    commit = pending.get("commit")
+    reason = str(pending.get("reason") or "waiting")
+    version = pending.get("version")
+    branch_md = f"`{escape(branch)}`" + (f" · version {escape(version)}" if version else "")
+    fields = [
+        f"*Site*\n{escape(site.name)} · flag `{escape(site.flag)}`",
+        f"*Branch*\n{branch_md}",
+        f"*Commit*\n{_commit_md(remote, commit)}",
+        f"*Why*\n{_cut(escape(reason), 500)}",
+    ]
+    blocks = [_header(_plain(f"{emoji} {site.name}: pending")), _fields(fields),
+              _ci_cd_context(site, [])]
+    text = (f"{emoji} {escape(site.name)}: pending {escape(branch)} {escape(_short(commit))}\n"
+            f"{_cut(escape(reason), 300)}")
+    return _finish({"text": text, "blocks": blocks})
+
+
+def _finish(payload: Any) -> Any:
+    """A last pass over every string of the payload: nothing registered as secret survives."""
+    if isinstance(payload, str):
+        return redact(payload)
+    if isinstance(payload, dict):
+        return {k: _finish(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [_finish(v) for v in payload]
+    return payload
+
+
+# --------------------------------------------------------------------------- delivery results
+
+BACKOFF_FIRST = 5.0
+BACKOFF_MAX = 600.0
+RETRY_AFTER_MAX = 3600.0  # a Retry-After beyond an hour is treated as an hour
+SHORT_RETRY_AFTER = 2.0  # a 429 asking for at most this is waited out within the budget
+MAX_SPOOL = 500
+
+# Webhook answers: https://api.slack.com/messaging/webhooks#handling_errors
+_WEBHOOK_PERMANENT = {
+    "invalid_token", "no_service", "no_service_id", "no_team", "team_disabled",
+    "channel_not_found", "channel_is_archived", "action_prohibited", "user_not_found",
+    "posting_to_general_channel_denied", "invalid_auth", "not_authed", "token_revoked",
+}
+_API_PERMANENT = {
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+    "no_permission", "missing_scope", "channel_not_found", "not_in_channel", "is_archived",
+    "restricted_action", "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel", "restricted_action_non_threadable_channel",
+    "team_access_not_granted", "ekm_access_denied", "access_denied", "org_login_required",
+    "two_factor_setup_required", "enterprise_is_restricted", "invalid_arg_name",
+}
+_API_TEMPORARY = {
+    "ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
+    "request_timeout", "team_added_to_org",
+}
+_HINTS = {
+    "invalid_token": "the webhook's token is wrong or was revoked",
+    "no_service": "the webhook was removed or its URL is wrong",
+    "no_team": "the webhook's workspace no longer exists",
+    "team_disabled": "the workspace is disabled",
+    "channel_not_found": "the channel does not exist or the app cannot see it",
+    "channel_is_archived": "the channel is archived",
+    "is_archived": "the channel is archived",
+    "action_prohibited": "an admin restricted posting to this channel",
+    "invalid_auth": "the token is wrong",
+    "not_authed": "no token was sent",
+    "account_inactive": "the token's user or app was deactivated",
+    "token_revoked": "the token was revoked",
+    "token_expired": "the token expired",
+    "not_in_channel": "invite the app to the channel (/invite)",
+    "missing_scope": "the token lacks the chat:write scope",
+}
+
+
+@dataclass
+class _Result:
+    kind: str  # sent | temporary | permanent | drop
+    detail: str = ""
+    retry_after: float | None = None
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not headers:
+        return None
+    value = None
+    for key, item in dict(headers).items():
+        if str(key).lower() == "retry-after":
+            value = item[0] if isinstance(item, (list, tuple)) and item else item
+            break
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, 1.0), RETRY_AFTER_MAX)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a transport error."""
+    reason = getattr(exc, "reason", None)
+    if reason is not None and not isinstance(reason, str):
+        exc = reason  # urllib's URLError wraps the socket error
+        reason = None
+    text = reason or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) or "timed out" in str(text):
+        text = "timed out"
+    return _cut(redact(str(text)), 200)
+
+
+def _classify_webhook(status: int, body: str, headers: Any) -> _Result:
+    body = (body or "").strip()
+    detail = f"{status} {_cut(redact(body), 100)}".strip()
+    if 200 <= status < 300:
+        return _Result("sent", detail)
+    if status == 429:
+        return _Result("temporary", detail, _retry_after(headers))
+    if status >= 500 or status == 408:
+        return _Result("temporary", detail)
+    if body in _WEBHOOK_PERMANENT or status in (401, 403, 404, 410):
+        hint = _HINTS.get(body)
+        return _Result("permanent", detail + (f" ({hint})" if hint else ""))
+    return _Result("drop", detail)
+
+
+def _classify_api(status: int, data: Any, headers: Any) -> _Result:
+    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    if status == 200 and isinstance(data, dict) and data.get("ok"):
+        return _Result("sent", "ok")
+    detail = f"{status} {_cut(redact(error), 100)}".strip()
+    if status == 429 or error in ("ratelimited", "rate_limited"):
+        return _Result("temporary", detail, _retry_after(headers))
+    if status >= 500 or status == 408 or error in _API_TEMPORARY:
+        return _Result("temporary", detail)
+    if error in _API_PERMANENT or status in (401, 403, 404, 410):
+        hint = _HINTS.get(error)
+        return _Result("permanent", detail + (f" ({hint})" if hint else ""))
+    return _Result("drop", detail)
+
+
+class _Redacting(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg = redact(record.getMessage())
+        except Exception:  # noqa: BLE001 - a broken log call must not leak its arguments
+            record.msg = "(slack_sdk log line withheld)"
+        record.args = None
+        return True
+
+
+def _sdk_logger() -> logging.Logger:
+    """The logger handed to slack_sdk's clients.
+
+    slack_sdk logs the full webhook URL (a secret) whenever its logger's own level is DEBUG
+    or NOTSET, and an ERROR line for every failed attempt that our own lines already report.
+    This logger is not registered with logging.getLogger(), so no configuration can lower it;
+    it stays at CRITICAL, redacts what it lets through and hands it on to "agent".
+    """
+    logger = logging.Logger("agent.slack_sdk", logging.CRITICAL)
+    logger.parent = logging.getLogger("agent")
+    logger.addFilter(_Redacting())
+    return logger
+
+
+# --------------------------------------------------------------------------- the notifier
+
+
+class SlackNotifier:
+    """Spool every message in spool_dir, then deliver the spool in order within a time budget."""
+
+    STATE = "state.json"
+
+    def __init__(self, slack: SlackConfig, *, site: SiteConfig, cards: CardsConfig, remote: str,
+                 spool_dir: Path, now: Callable[[], datetime] = clock.now,
+                 sleep: Callable[[float], None] = time.sleep, max_spool: int = MAX_SPOOL):
+        self.slack = slack
+        self.site = site
+        self.cards = cards
+        self.remote = remote
+        self.spool_dir = Path(spool_dir)
+        self.now = now
+        self.sleep = sleep
+        self.max_spool = max(1, int(max_spool))
+        for secret in (slack.webhook_url, slack.token):
+            register_secret(secret)
+        if slack.webhook_url:
+            # The path (/services/T…/B…/<secret>) and its last part are as secret as the URL.
+            path = urlsplit(slack.webhook_url).path.strip("/")
+            last = path.rsplit("/", 1)[-1]
+            for part in (path, last):
+                register_secret(part if len(part) >= 12 else None)
+        material = "\0".join([slack.webhook_url or "", slack.token or "", slack.channel or ""])
+        self.fingerprint = hashlib.sha256(material.encode("utf-8")).hexdigest()
+        self._sdk_log = _sdk_logger()
+        self._delivering = threading.Lock()  # one delivery at a time, in order
+        self._spooling = threading.Lock()  # sequence numbers and the spool bound
+
+    # -- the Notifier interface -----------------------------------------------------------
+    def deployed(self, record: DeployRecord) -> None:
+        """Spool the message for `record`, then deliver within slack.timeout_seconds."""
+        try:
+            message = build_message(record, site=self.site, cards=self.cards, remote=self.remote)
+            summary = f"{record.outcome} {record.branch} {_short(record.commit)}"
+        except Exception as exc:  # noqa: BLE001 - a notifier never raises into a deploy
+            log.warning("slack: cannot build the message for %s: %s", _short(
+                getattr(record, "commit", None)), redact(f"{type(exc).__name__}: {exc}"))
+            return
+        self._enqueue("deployed", message, summary)
+
+    def pending(self, site: str, pending: dict) -> None:
+        """Spool the message for a pending target, then deliver within slack.timeout_seconds."""
+        try:
+            site_config = self.site if site == self.site.name else replace(self.site, name=site)
+            message = build_pending_message(site_config, pending, remote=self.remote)
+            summary = f"pending {pending.get('branch')} {_short(pending.get('commit'))}"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack: cannot build the pending message: %s",
+                        redact(f"{type(exc).__name__}: {exc}"))
+            return
+        self._enqueue("pending", message, summary)
+
+    def send(self, message: dict, summary: str) -> None:
+        """Spool any other message (e.g. the fleet report's summary) and deliver it."""
+        self._enqueue("report", message, summary)
+
+    # -- delivery ------------------------------------------------------------------------
+    def deliver(self, budget: float | None = None) -> int:
+        """Send spooled messages oldest first; stop at the first that fails. Never raises.
+
+        budget bounds the whole call in seconds (None: no bound besides each request's
+        slack.timeout_seconds). Returns how many messages Slack accepted.
+        """
+        started = time.monotonic()
+        deadline = started + budget if budget is not None else math.inf
+        wait = max(0.0, budget) if budget is not None else self.slack.timeout_seconds + 1.0
+        try:
+            if not self._delivering.acquire(timeout=wait):
+                return 0  # another delivery (perhaps stuck on a slow Slack) is under way
+        except Exception:  # noqa: BLE001
+            return 0
+        try:
+            return self._deliver(deadline)
+        except Exception as exc:  # noqa: BLE001 - never into a deploy
+            log.warning("slack: delivery stopped: %s", redact(f"{type(exc).__name__}: {exc}"))
+            return 0
+        finally:
+            self._delivering.release()
+
+    def problem(self) -> str | None:
+        """The permanent problem that stopped delivery (for `ghost-agent status`), or None."""
+        try:
+            state = self._load_state()
+            if not state.get("problem") or state.get("fingerprint") != self.fingerprint:
+                return None
+            count = len(self._spooled())
+            noun = "message waits" if count == 1 else "messages wait"
+            return redact(f"{state['problem']}; {count} {noun} in {self.spool_dir}")
+        except Exception:  # noqa: BLE001
+            return None
+
+    def spool_status(self) -> dict:
+        """What waits in the spool and why (an extension for `ghost-agent status --json`)."""
+        try:
+            state = self._load_state()
+            return {
+                "queued": len(self._spooled()),
+                "attempts": int(state.get("attempts") or 0),
+                "next_attempt_at": state.get("next_attempt_at"),
+                "last_error": state.get("last_error"),
+                "problem": self.problem(),
+            }
+        except Exception:  # noqa: BLE001
+            return {"queued": None, "attempts": 0, "next_attempt_at": None,
+                    "last_error": None, "problem": None}
+
+    # -- internals -----------------------------------------------------------------------
+    def _enqueue(self, kind: str, message: dict, summary: str) -> None:
+        direct = None
+        try:
+            self._spool(kind, message, summary)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack: cannot spool the message in %s (%s); sending it once, unspooled",
+                        self.spool_dir, redact(getattr(exc, "strerror", None) or str(exc)))
+            direct = {"payload": message, "summary": summary}
+        try:
+            self._deliver_bounded(direct)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack: %s", redact(f"{type(exc).__name__}: {exc}"))
+
+    def _deliver_bounded(self, direct: dict | None) -> None:
+        """Deliver in a worker thread and wait at most the budget: a hung Slack costs no more."""
+        budget = float(self.slack.timeout_seconds)
+        target = self.deliver if direct is None else self._send_direct
+        args = (budget,) if direct is None else (direct, budget)
+        worker = threading.Thread(target=target, args=args, name="slack-delivery", daemon=True)
+        worker.start()
+        worker.join(budget + 0.25)
+        if worker.is_alive():
+            log.info("slack: no answer within %gs; the message waits in the spool", budget)
+
+    def _send_direct(self, message: dict, budget: float) -> None:
+        try:
+            result = self._send(message["payload"], budget)
+            if result.kind != "sent":
+                log.warning("slack: %s not delivered (%s)", message["summary"], result.detail)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack: %s not delivered: %s", message["summary"],
+                        redact(f"{type(exc).__name__}: {exc}"))
+
+    def _spool(self, kind: str, message: dict, summary: str) -> Path:
+        with self._spooling:
+            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.spool_dir.stat().st_mode & 0o077:
+                os.chmod(self.spool_dir, 0o700)
+            files = self._spooled()
+            sequence = 1
+            if files:
+                try:
+                    sequence = int(files[-1].name.split("-", 1)[0]) + 1
+                except ValueError:
+                    sequence = len(files) + 1
+            moment = self._now()
+            path = self.spool_dir / f"{sequence:09d}-{moment:%Y%m%dT%H%M%SZ}-{kind}.json"
+            write_json_atomic(path, {"kind": kind, "created_at": clock.iso(moment),
+                                     "summary": summary, "payload": message}, mode=0o600)
+            files.append(path)
+            excess = len(files) - self.max_spool
+            if excess > 0:
+                for old in files[:excess]:
+                    old.unlink(missing_ok=True)
+                log.warning("slack: the spool holds more than %d messages; dropped the %d oldest",
+                            self.max_spool, excess)
+            return path
+
+    def _now(self) -> datetime:
+        moment = self.now()
+        if moment.tzinfo is None:  # a naive clock is taken as UTC
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+
+    def _spooled(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.spool_dir.glob("[0-9]*.json") if p.is_file())
+        except OSError:
+            return []
+
+    def _load_state(self) -> dict:
+        try:
+            data = json.loads((self.spool_dir / self.STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_state(self, state: dict) -> None:
+        self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_json_atomic(self.spool_dir / self.STATE, state, mode=0o600)
+
+    def _deliver(self, deadline: float) -> int:
+        state = self._load_state()
+        if state.get("problem"):
+            if state.get("fingerprint") == self.fingerprint:
+                return 0  # reported once already; waits for the [slack] settings to change
+            log.info("slack: the [slack] settings changed; retrying the spooled messages")
+            state = {}
+            self._save_state(state)
+        was_failing = int(state.get("attempts") or 0) > 0
+        sent = 0
+        waited = False
+        files = self._spooled()
+        while files:
+            path = files.pop(0)
+            now = self._now()
+            next_at = _parse_time(state.get("next_attempt_at"))
+            if next_at is not None and now < next_at:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                break
+            message = self._read(path)
+            if message is None:
+                continue
+            result = self._send(message["payload"], min(self.slack.timeout_seconds, remaining))
+            summary = str(message.get("summary") or path.name)
+            if result.kind in ("sent", "drop"):
+                path.unlink(missing_ok=True)
+                if result.kind == "sent":
+                    sent += 1
+                    log.debug("slack: sent %s", summary)
+                else:
+                    log.warning("slack: Slack refused the message %s (%s); dropped it",
+                                summary, result.detail)
+                if state.get("attempts") or state.get("next_attempt_at"):
+                    state = {}
+                    self._save_state(state)
+                if not files:
+                    files = self._spooled()  # messages spooled meanwhile
+                continue
+            if result.kind == "permanent":
+                where = ("the webhook" if self.slack.webhook_url
+                         else f"chat.postMessage to {self.slack.channel}")
+                problem = (f"Slack refused {where}: {result.detail}; not retrying until "
+                           "[slack] changes")
+                state = {"problem": redact(problem), "fingerprint": self.fingerprint,
+                         "since": clock.iso(now), "attempts": 0, "next_attempt_at": None}
+                self._save_state(state)
+                log.warning("slack: %s", redact(problem))
+                break
+            attempts = int(state.get("attempts") or 0) + 1
+            delay = min(BACKOFF_FIRST * 2 ** (attempts - 1), BACKOFF_MAX)
+            if result.retry_after is not None:
+                delay = result.retry_after
+            next_at = now + timedelta(seconds=delay)
+            state = {"attempts": attempts,
+                     "next_attempt_at": next_at.astimezone(timezone.utc).isoformat(),
+                     "last_error": result.detail, "retry_after": result.retry_after}
+            self._save_state(state)
+            short = (result.retry_after is not None and result.retry_after <= SHORT_RETRY_AFTER
+                     and result.retry_after < deadline - time.monotonic() - 0.5)
+            if short and not waited:
+                # A short 429 pause fits in the budget: wait it out and try the same message.
+                log.info("slack: rate limited; retrying in %gs", delay)
+                self.sleep(delay)
+                waited = True
+                files.insert(0, path)
+                continue
+            queued = len(self._spooled())
+            level = logging.WARNING if attempts == 1 else logging.INFO
+            log.log(level, "slack: not delivered (%s); %d message(s) wait in the spool, next "
+                    "attempt in %gs", result.detail, queued, delay)
+            break
+        if sent and was_failing:
+            log.info("slack: Slack answers again; %d spooled message(s) delivered", sent)
+        return sent
+
+    def _read(self, path: Path) -> dict | None:
+        try:
+            message = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(message, dict) or not isinstance(message.get("payload"), dict):
+                raise ValueError("not a spooled message")
+            return message
+        except FileNotFoundError:
+            return None  # dropped by the spool bound meanwhile
+        except (OSError, ValueError) as exc:
+            log.warning("slack: unreadable spool file %s (%s); set aside", path.name,
+                        redact(str(exc))[:200])
+            try:
+                path.rename(path.with_name(path.name + ".corrupt"))
+            except OSError:
+                path.unlink(missing_ok=True)
+            return None
+
+    def _send(self, payload: dict, timeout: float) -> _Result:
+        """One request to Slack; never raises."""
+        timeout = max(0.1, float(timeout))
+        text = payload.get("text") or ""
+        blocks = payload.get("blocks") or None
+        try:
+            if self.slack.webhook_url:
+                from slack_sdk.webhook import WebhookClient
+
+                client = WebhookClient(self.slack.webhook_url, timeout=timeout,  # type: ignore
+                                       logger=self._sdk_log, retry_handlers=[])
+                body = {"text": text, "unfurl_links": False, "unfurl_media": False}
+                if blocks:
+                    body["blocks"] = blocks
+                response = client.send_dict(body)
+                return _classify_webhook(int(response.status_code), str(response.body or ""),
+                                         response.headers)
+            from slack_sdk import WebClient
+            from slack_sdk.errors import SlackApiError
+
+            web = WebClient(token=self.slack.token, base_url=self.slack.api_url,
+                            timeout=timeout, logger=self._sdk_log,  # type: ignore
+                            retry_handlers=[])
+            try:
+                web.chat_postMessage(channel=self.slack.channel, text=text, blocks=blocks,
+                                     unfurl_links=False, unfurl_media=False)
+            except SlackApiError as exc:
+                response = exc.response
+                return _classify_api(int(response.status_code), response.data, response.headers)
+            return _Result("sent", "ok")
+        except Exception as exc:  # noqa: BLE001 - network errors, timeouts, anything: retry later
+            return _Result("temporary", _describe(exc))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
