@@ -365,7 +365,10 @@ def _html_last(doc: dict) -> str:
             f"{_sha(last.get('commit'))}</p>"
             f'<p class="meta">{_time(_when(last))}</p>'
         )
+        if last.get("error"):  # why it failed, above the fold on a phone
+            body += f'<p class="error">{_e(_truncate(_fold(last.get("error"))))}</p>'
     return f'<section id="last" class="card"><h2>Last outcome</h2>{body}</section>'
+
 
 
 def _html_checks(checks: list[dict]) -> str:
@@ -381,7 +384,7 @@ def _html_checks(checks: list[dict]) -> str:
             f"<td>{_e(status) if status is not None else '-'}</td>"
             f"<td>{_e(ms) + ' ms' if ms is not None else '-'}</td>"
             f"<td>{'ok' if ok else 'failed'}"
-            + (f' <span class="error">{_e(err)}</span>' if err else "")
+            + (f': <span class="error">{_e(err)}</span>' if err else "")
             + "</td></tr>"
         )
     return (
