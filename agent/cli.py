@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     commits.add_argument("--pattern", default=None,
                          help="card ID regex (default: [cards] pattern of --config if given, "
                               "else [A-Z][0-9]{3,})")
+    fleet = command("fleet", "one report of every site's ci-cd.json (e.g. for the morning after)")
+    fleet.add_argument("--sites", metavar="FILE", help="site URLs, one a line ([fleet] sites_file)")
+    fleet.add_argument("--out", metavar="DIR", help="write ci-cd.txt/.html/.json here "
+                                                     "([fleet] out_dir)")
+    fleet.add_argument("--slack", action="store_true", help="post the summary to [slack]")
+    fleet.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo = command("demo", "the main job in a throwaway sandbox (no root, no network)")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     return parser
@@ -123,6 +129,35 @@ def _check_commits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    """Works with a config ([fleet], [slack]) or, on a machine without one, with flags only."""
+    import dataclasses
+    from pathlib import Path
+
+    from agent import clock, notifiers
+    from agent.config import FleetConfig
+    from agent.fleet import render_txt
+    from agent.fleet_job import needs_a_look, run_report
+
+    path = config_path(args.config)
+    config = load_config(path) if args.config or path.exists() else None
+    fleet = (config.fleet if config and config.fleet else None) or FleetConfig()
+    if args.sites:
+        fleet = dataclasses.replace(fleet, sites=(), sites_file=Path(args.sites).resolve())
+    if args.out:
+        fleet = dataclasses.replace(fleet, out_dir=Path(args.out).resolve())
+    if args.slack:
+        if not (config and config.slack):
+            raise ConfigError([f"{path}: --slack needs a [slack] table"])
+        fleet = dataclasses.replace(fleet, slack=True)
+    if not fleet.sites and not fleet.sites_file:
+        raise ConfigError(["fleet: no sites: give --sites FILE or [fleet] sites / sites_file"])
+    notifier = notifiers.from_config(config) if config else None
+    summary = run_report(fleet, now=clock.now(), notifier=notifier, report_url=fleet.report_url)
+    print(json.dumps(summary, indent=2) + "\n" if args.json else render_txt(summary), end="")
+    return EXIT_FAILED if needs_a_look(summary) else EXIT_OK
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from agent.demo.run import run_demo
@@ -131,6 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "check-commits":
         return _check_commits(args)
+    if args.command == "fleet":
+        return _fleet(args)
 
     path = config_path(args.config)
     config = load_config(path)

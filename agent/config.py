@@ -115,6 +115,7 @@ class FleetConfig:
     timezone: str | None = None
     timeout_seconds: float = 10.0
     slack: bool = False  # post one summary to [slack]
+    report_url: str | None = None  # where the report is public (Slack links to it)
 
 
 @dataclass(frozen=True)
@@ -862,10 +863,12 @@ def _fleet(t: _Table) -> FleetConfig:
     timezone = t.string("timezone", None, check=_check_timezone)
     timeout = t.seconds("timeout_seconds", FleetConfig.timeout_seconds)
     slack = t.boolean("slack", False)
+    report_url = t.string("report_url", None, check=_check_site_url)
     t.unknown()
     if at is not None and out_dir is None and not slack:
         t.problems.add(f"{t.label} at: a daily report needs out_dir or slack = true")
-    return FleetConfig(sites or (), sites_file, out_dir, at, timezone, timeout, bool(slack))
+    return FleetConfig(sites or (), sites_file, out_dir, at, timezone, timeout, bool(slack),
+                       report_url)
 
 
 def _window_start(t: _Table) -> datetime.time | None:

@@ -68,6 +68,7 @@ class Agent:
     now: Callable[[], datetime] = clock.now
     stop_requested: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
+    _canary_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, **kwargs) -> Agent:
@@ -215,7 +216,24 @@ class Agent:
         decision = window.decide(self.config.window, self.now(), spread_offset(self.config.window))
         if not decision.open:
             return decision.reason
+        if self.config.promotion and target.version:
+            healthy, why = self._canary_verdict(target.version)
+            if not healthy:
+                return why
+            log.info("%s", why)
         return None
+
+    def _canary_verdict(self, version: str) -> tuple[bool, str]:
+        """Ask the canary sites (only inside the window), at most once a minute per version."""
+        from agent.promotion import check_promotion
+
+        now = self.now()
+        cached = self._canary_cache
+        if cached and cached[0] == version and (now - cached[1]).total_seconds() < 60:
+            return cached[2]
+        verdict = check_promotion(self.config.promotion, version, now)
+        self._canary_cache = (version, now, verdict)
+        return verdict
 
     def _settle(self, state: State, target: Target | None, reason: str,
                 recovered: DeployRecord | None) -> Outcome:

@@ -9,8 +9,9 @@ import threading
 
 import schedule
 
+from agent import clock, window
 from agent.config import Config
-from agent.cycle import Agent, Interrupted
+from agent.cycle import Agent, Interrupted, spread_offset
 from agent.errors import AgentError, TemporaryError
 from agent.sdnotify import Heartbeat, notify, watchdog_interval
 
@@ -18,6 +19,7 @@ log = logging.getLogger("agent")
 TICK = 1.0  # the loop wakes at least this often to answer signals and ping the watchdog
 SPOOL_SECONDS = 5  # how often waiting notifications are offered to Slack again
 SPOOL_BUDGET = 20.0  # the longest one delivery round may take
+WATCH_SECONDS = 15  # how often the window opening and the fleet report's time are looked at
 
 
 def cycle_budget(config: Config) -> float:
@@ -63,10 +65,36 @@ def run_service(config: Config, agent: Agent | None = None) -> int:
         heartbeat.expect(SPOOL_BUDGET + 30)
         agent.notifier.deliver(SPOOL_BUDGET)
 
+    window_was_open = [window.decide(config.window, clock.now(),
+                                      spread_offset(config.window)).open]
+
+    def watch_window() -> None:
+        """Poll the moment the window opens, not up to poll_seconds later."""
+        is_open = window.decide(config.window, clock.now(), spread_offset(config.window)).open
+        if is_open and not window_was_open[0]:
+            log.info("the deploy window is open")
+            poll()
+        window_was_open[0] = is_open
+
+    def fleet_report() -> None:
+        heartbeat.expect(config.fleet.timeout_seconds * 2 + 60)
+        try:
+            daily.run_if_due(clock.now())
+        except AgentError as exc:
+            log.error("fleet report: %s", exc.message)
+
     scheduler = schedule.Scheduler()
     scheduler.every(config.git.poll_seconds).seconds.do(poll)
     # Messages that waited for Slack to come back; their own backoff decides what is due.
     scheduler.every(SPOOL_SECONDS).seconds.do(deliver_spool)
+    if config.window:
+        scheduler.every(WATCH_SECONDS).seconds.do(watch_window)
+    if config.fleet and config.fleet.at:
+        from agent.fleet_job import DailyReport
+
+        daily = DailyReport(config.fleet, config.agent.state_dir, agent.notifier,
+                            config.fleet.report_url)
+        scheduler.every(WATCH_SECONDS).seconds.do(fleet_report)
     notify("READY=1")
     notify(f"STATUS=watching {config.site.flag} every {config.git.poll_seconds:g}s")
     log.info("watching %s for %s every %gs", config.site.name, config.site.flag,

@@ -136,3 +136,23 @@ def test_spread_offset_is_stable_per_host_and_spreads_a_fleet(monkeypatch):
         offsets.add(first)
     assert len(offsets) > 10
     assert spread_offset(WindowConfig(time(3, 30), 60, None)) == timedelta(0)
+
+
+def test_the_service_deploys_when_the_window_opens_even_with_a_slow_poll(prod, git_remote):
+    import signal
+
+    from tests.agentsite import wait_for
+
+    prod.write_config(poll_seconds=3600)  # only the window watch can catch the opening
+    git_remote.commit_and_push("prod-asterix-3.0", {"index.html": page("B3 3.0")}, "B301: 3.0")
+    agent = prod.start("run", env=prod.env() | faketime_env("2026-11-28 03:29:57"))
+    try:
+        wait_for(lambda: prod.get("/") == (200, page("B3 3.0")), timeout=40,
+                 what="the deploy at 03:30")
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            prod.kill(agent)
+    record = prod.ci_cd()["deploys"][0]
+    assert record["started_at"] >= "2026-11-28T02:30:00+00:00"

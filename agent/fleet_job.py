@@ -1,0 +1,75 @@
+"""The fleet report as a job: read the site list, fetch, summarize, write, tell Slack.
+
+Used by `ghost-agent fleet` and, with [fleet] at = "05:00", by the service loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from agent import fleet
+from agent.config import FleetConfig
+from agent.notifiers import Notifier
+from agent.window import host_zone
+
+log = logging.getLogger("agent")
+LATE_LIMIT = timedelta(hours=1)  # an agent started later than this after `at` waits a day
+
+
+def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None = None,
+               report_url: str | None = None) -> dict:
+    """Make the report; returns the summary. What a site answers never makes it raise."""
+    urls = fleet.read_sites(config)
+    answers = fleet.fetch_all(urls, config.timeout_seconds)
+    summary = fleet.summarize(answers, now, previous=fleet.load_previous(config.out_dir))
+    if config.out_dir:
+        fleet.write_report(config.out_dir, summary)
+    if config.slack and notifier is not None:
+        notifier.send(fleet.slack_summary(summary, report_url), "fleet report")
+    totals = summary.get("totals", {})
+    log.info("fleet report: %d sites; %s", len(urls),
+             ", ".join(f"{k} {v}" for k, v in totals.items() if v) or "nothing to say")
+    return summary
+
+
+def needs_a_look(summary: dict) -> bool:
+    totals = summary.get("totals", {})
+    return any(totals.get(state) for state in fleet.NEEDS_A_LOOK)
+
+
+class DailyReport:
+    """Runs the report once a day at [fleet] at, local time of [fleet] timezone.
+
+    The day of the last run is kept in state_dir, so a restart does not send it twice.
+    """
+
+    def __init__(self, config: FleetConfig, state_dir: Path, notifier: Notifier,
+                 report_url: str | None = None):
+        self.config = config
+        self.marker = state_dir / "fleet-last-run"
+        self.notifier = notifier
+        self.report_url = report_url
+        self.zone = ZoneInfo(config.timezone) if config.timezone else host_zone()
+
+    def due(self, now: datetime) -> bool:
+        if self.config.at is None:
+            return False
+        local = now.astimezone(self.zone)
+        start = datetime.combine(local.date(), self.config.at, tzinfo=self.zone)
+        if not start <= local < start + LATE_LIMIT:
+            return False
+        try:
+            return self.marker.read_text().strip() != local.date().isoformat()
+        except OSError:
+            return True
+
+    def run_if_due(self, now: datetime) -> dict | None:
+        if not self.due(now):
+            return None
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(now.astimezone(self.zone).date().isoformat() + "\n")
+        return run_report(self.config, now=now, notifier=self.notifier,
+                          report_url=self.report_url)
