@@ -93,24 +93,29 @@ class Agent:
         """Look at the remote and deploy if a target is due."""
         with self.store:
             state = self.store.load()
+            loaded = state.to_dict()
             recovered = self._recover(state)
             try:
                 snapshot = self.remote.heads(selection.heads_patterns(self.config.site.flag))
             except RemoteError as exc:
-                state.last_problem = exc.message
-                self.store.save(state)
+                if state.last_problem != exc.message:
+                    state.last_problem = exc.message
+                    self.store.save(state)
                 raise
             state.last_problem = None
             picked = selection.select(snapshot, self.config.site.flag)
-            for branch in picked.unreadable:
+            for branch in sorted(set(picked.unreadable) - set(state.unreadable)):
                 log.warning("branch %s: its version cannot be read; it is never deployed", branch)
+            state.unreadable = list(picked.unreadable)
             target = picked.target
-            if target:
+            if target and (not state.seen or state.seen.get("commit") != target.commit):
+                # "at" is when this head was first seen: how long a target has waited.
                 state.seen = {"branch": target.branch, "commit": target.commit,
                               "at": clock.iso(self.now())}
             reason = self._why_not(state, target)
             if reason is not None:
-                return self._settle(state, target, reason, recovered)
+                return self._settle(state, target, reason, recovered,
+                                    changed=state.to_dict() != loaded)
             if self.stop_requested():
                 raise Interrupted("stop requested; nothing deployed")
             record = self._deploy(state, target, trigger)
@@ -236,20 +241,21 @@ class Agent:
         return verdict
 
     def _settle(self, state: State, target: Target | None, reason: str,
-                recovered: DeployRecord | None) -> Outcome:
+                recovered: DeployRecord | None, changed: bool) -> Outcome:
         """Nothing to deploy: keep `pending` current and publish only when it changed."""
         pending = None
         if target and reason.startswith(PENDING_REASONS):
             pending = {"branch": target.branch, "commit": target.commit, "reason": reason}
-        changed = pending != state.pending
+        pending_changed = pending != state.pending
         state.pending = pending
         # One Slack message per waiting target, however often its reason is re-worded.
         announce = pending is not None and reason.startswith(("waiting", "held")) \
             and state.notified_pending != target.commit
         if announce:
             state.notified_pending = target.commit
-        self.store.save(state)
-        if changed or recovered:
+        if changed or pending_changed or announce:  # a no-op poll writes nothing
+            self.store.save(state)
+        if pending_changed or recovered:
             self._publish(state)
         if announce:
             self.notifier.pending(self.config.site.name, pending)

@@ -38,6 +38,7 @@ class State:
     last_problem: str | None = None  # the last temporary trouble, for `status`
     hold: dict[str, Any] | None = None  # automatic deploys paused: {"at", "by", "reason"}
     notified_pending: str | None = None  # the commit whose pending message was sent
+    unreadable: list[str] = field(default_factory=list)  # release branches with no version
 
     @property
     def current(self) -> Release | None:
@@ -63,6 +64,7 @@ class State:
             "last_problem": self.last_problem,
             "hold": self.hold,
             "notified_pending": self.notified_pending,
+            "unreadable": self.unreadable,
         }
 
     @classmethod
@@ -77,6 +79,7 @@ class State:
             last_problem=data.get("last_problem"),
             hold=data.get("hold"),
             notified_pending=data.get("notified_pending"),
+            unreadable=list(data.get("unreadable") or []),
         )
 
 

@@ -35,6 +35,7 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "quarantine": state.quarantine,
         "interrupted_deploy": state.inflight,
         "hold": state.hold,
+        "unreadable_branches": state.unreadable,
         "problem": state.last_problem,
         "notify_problem": notifiers.from_config(config).problem(),
     }
@@ -67,6 +68,9 @@ def render_status(info: dict[str, Any]) -> str:
                      + (f": {hold['reason']}" if hold.get("reason") else ""))
     for commit, why in info["quarantine"].items():
         lines.append(f"held back: {commit[:7]} ({why.get('branch')}): {why.get('reason')}")
+    if info["unreadable_branches"]:
+        lines.append("ignored:  " + ", ".join(info["unreadable_branches"])
+                     + " (their version cannot be read)")
     if info["interrupted_deploy"]:
         lines.append(f"interrupted: {info['interrupted_deploy']['commit'][:7]} "
                      "(the next run finishes it)")

@@ -399,3 +399,54 @@ def test_run_polls_deploys_and_stops_on_sigterm(host, git_remote):
         if agent.poll() is None:
             host.kill(agent)
     assert len(host.ci_cd()["deploys"]) == 2
+
+
+def test_a_no_op_poll_writes_no_state(host, git_remote):
+    deploy_first(host, git_remote)
+    state_file = host.state_dir / "state.json"
+    before = state_file.stat().st_mtime_ns
+    assert host.run("once").returncode == 0
+    assert state_file.stat().st_mtime_ns == before
+
+
+def test_unreadable_release_branches_are_reported_once_and_never_deployed(
+        tmp_path, git_remote, site_server, fake_systemctl):
+    content = tmp_path / "site" / "content"
+    (content / "themes").mkdir(parents=True)
+    site = site_server(content / "themes" / "acme", content_dir=content)
+    host = AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl,
+                     flag="staging1*")
+    git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: x")
+    git_remote.branch_from("staging1-next", "staging1-1.3.9", push=True)
+    git_remote.branch_from("staging10-9.0", "staging1-1.3.9", push=True)
+    first = host.run("once")
+    assert first.returncode == 0
+    assert "branch staging1-next: its version cannot be read" in first.stderr
+    assert host.ci_cd()["current"]["branch"] == "staging1-1.3.9"
+    again = host.run("once")
+    assert "cannot be read" not in again.stderr  # said once, not on every poll
+    assert "ignored:  staging1-next" in host.run("status").stdout
+
+
+def test_staging_follows_the_newest_release_branch_only(tmp_path, git_remote, site_server,
+                                                        fake_systemctl):
+    content = tmp_path / "site" / "content"
+    (content / "themes").mkdir(parents=True)
+    site = site_server(content / "themes" / "acme", content_dir=content)
+    host = AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl,
+                     flag="staging1*")
+    git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: a")
+    assert host.run("once").returncode == 0
+    assert host.get("/") == (200, page("B1 1.3.9"))
+    git_remote.branch_from("staging1-1.3.22", "staging1-1.3.9")
+    newest = git_remote.commit_and_push("staging1-1.3.22", {"index.html": page("B2 1.3.22")},
+                                        "B102: b")
+    assert host.run("once").returncode == 0
+    assert host.get("/") == (200, page("B2 1.3.22"))
+    git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B3 hotfix")}, "B103: c")
+    restarts = host.restarts()
+    assert host.run("once").returncode == 0
+    assert host.restarts() == restarts
+    assert host.get("/") == (200, page("B2 1.3.22"))
+    assert host.ci_cd()["current"] == {**host.ci_cd()["current"], "commit": newest,
+                                       "version": "1.3.22"}
