@@ -174,11 +174,8 @@ class Agent:
             state.notified_pending = None
             self.store.save(state)
             self._publish(state)
-            self.notifier.pending(self.config.site.name, {
-                "branch": state.seen["branch"] if state.seen else "-",
-                "commit": state.seen["commit"] if state.seen else "",
-                "reason": "automatic deploys held by an operator"
-                          + (f": {reason}" if reason else "")})
+            self._announce(state, "automatic deploys held by an operator"
+                           + (f": {reason}" if reason else ""))
             return Outcome("automatic deploys held")
 
     def release(self) -> Outcome:
@@ -193,11 +190,15 @@ class Agent:
                 state.pending = None
             self.store.save(state)
             self._publish(state)
-            self.notifier.pending(self.config.site.name, {
-                "branch": state.seen["branch"] if state.seen else "-",
-                "commit": state.seen["commit"] if state.seen else "",
-                "reason": "automatic deploys resumed by an operator"})
+            self._announce(state, "automatic deploys resumed by an operator")
             return Outcome("automatic deploys resumed")
+
+    def _announce(self, state: State, reason: str) -> None:
+        """Tell Slack about a change of this host's mode, naming the target it last saw."""
+        seen = state.seen or {}
+        self.notifier.pending(self.config.site.name, {
+            "branch": seen.get("branch", "-"), "commit": seen.get("commit", ""),
+            "reason": reason})
 
     # -- deciding ------------------------------------------------------------------------
     def _why_not(self, state: State, target: Target | None) -> str | None:

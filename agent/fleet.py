@@ -34,6 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from agent.clock import parse_time
 from agent.atomic import dumps_json, write_atomic
 from agent.config import FleetConfig
 from agent.errors import ConfigError
@@ -608,19 +609,6 @@ def _text(value: Any, limit: int = TEXT_MAX) -> str | None:
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 time from a site's answer (aware; naive is UTC), or None."""
-    if not isinstance(value, str) or not value or len(value) > 64:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        return _aware(datetime.fromisoformat(text))
-    except ValueError:
-        return None
 
 
 def _iso_z(value: Any) -> str | None:

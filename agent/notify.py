@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from agent import clock
+from agent.clock import parse_time
 from agent.atomic import write_json_atomic
 from agent.config import CardsConfig, SiteConfig, SlackConfig
 from agent.models import DeployRecord
@@ -710,7 +711,7 @@ class SlackNotifier:
         while files:
             path = files.pop(0)
             now = self._now()
-            next_at = _parse_time(state.get("next_attempt_at"))
+            next_at = parse_time(state.get("next_attempt_at"))
             if next_at is not None and now < next_at:
                 break
             remaining = deadline - time.monotonic()
@@ -822,12 +823,3 @@ class SlackNotifier:
         except Exception as exc:  # noqa: BLE001 - network errors, timeouts, anything: retry later
             return _Result("temporary", _describe(exc))
 
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

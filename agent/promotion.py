@@ -23,7 +23,8 @@ from typing import Any
 import requests
 
 from agent.config import PromotionConfig
-from agent.fleet import SiteAnswer, fetch_all, is_unreachable, parse_time
+from agent.clock import parse_time
+from agent.fleet import SiteAnswer, fetch_all, is_unreachable
 from agent.redact import redact
 from agent.selection import parse_version
 

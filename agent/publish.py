@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.clock import parse_time
 from agent.atomic import write_atomic
 from agent.redact import redact
 
@@ -100,23 +101,9 @@ def _short(commit: Any) -> str:
     return str(commit)[:7] if commit else "-------"
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return _aware(value)
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        return _aware(datetime.fromisoformat(text))
-    except ValueError:
-        return None
-
-
 def _utc(value: Any) -> str:
     """ISO time in UTC with a Z, e.g. 2026-11-26T14:00:03Z; unreadable times are shown as given."""
-    dt = _parse_time(value)
+    dt = parse_time(value)
     if dt is None:
         return _fold(value) or "-"
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -126,7 +113,7 @@ def _duration_ms(rec: dict) -> int | None:
     ms = rec.get("duration_ms")
     if isinstance(ms, (int, float)) and not isinstance(ms, bool):
         return int(ms)
-    start, end = _parse_time(rec.get("started_at")), _parse_time(rec.get("finished_at"))
+    start, end = parse_time(rec.get("started_at")), parse_time(rec.get("finished_at"))
     if start and end and end >= start:
         return int((end - start).total_seconds() * 1000)
     return None
