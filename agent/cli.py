@@ -136,8 +136,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
     from agent import clock, notifiers
     from agent.config import FleetConfig
-    from agent.fleet import render_txt
     from agent.fleet_job import needs_a_look, run_report
+    from agent.fleet_render import render_txt
 
     path = config_path(args.config)
     config = load_config(path) if args.config or path.exists() else None

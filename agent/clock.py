@@ -14,6 +14,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
+def aware(moment: datetime) -> datetime:
+    """A naive time is UTC (as the agent writes them)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 time as written in state, spools and ci-cd files (aware; naive is UTC;
     a Z suffix is read on Python 3.10 too), or None when it cannot be read."""

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent import fleet
 from agent.config import FleetConfig
+from agent.fleet import NEEDS_A_LOOK, load_previous, summarize
+from agent.fleet_fetch import fetch_all, read_sites
+from agent.fleet_render import slack_summary, write_report
 from agent.notifiers import Notifier
 from agent.window import host_zone
 
@@ -22,13 +24,13 @@ LATE_LIMIT = timedelta(hours=1)  # an agent started later than this after `at` w
 def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None = None,
                report_url: str | None = None) -> dict:
     """Make the report; returns the summary. What a site answers never makes it raise."""
-    urls = fleet.read_sites(config)
-    answers = fleet.fetch_all(urls, config.timeout_seconds)
-    summary = fleet.summarize(answers, now, previous=fleet.load_previous(config.out_dir))
+    urls = read_sites(config)
+    answers = fetch_all(urls, config.timeout_seconds)
+    summary = summarize(answers, now, previous=load_previous(config.out_dir))
     if config.out_dir:
-        fleet.write_report(config.out_dir, summary)
+        write_report(config.out_dir, summary)
     if config.slack and notifier is not None:
-        notifier.send(fleet.slack_summary(summary, report_url), "fleet report")
+        notifier.send(slack_summary(summary, report_url), "fleet report")
     totals = summary.get("totals", {})
     log.info("fleet report: %d sites; %s", len(urls),
              ", ".join(f"{k} {v}" for k, v in totals.items() if v) or "nothing to say")
@@ -37,7 +39,7 @@ def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None 
 
 def needs_a_look(summary: dict) -> bool:
     totals = summary.get("totals", {})
-    return any(totals.get(state) for state in fleet.NEEDS_A_LOOK)
+    return any(totals.get(state) for state in NEEDS_A_LOOK)
 
 
 class DailyReport:

@@ -1,7 +1,7 @@
 """Canary promotion: deploy version V only once the canary sites have run V healthily for the
 bake time.
 
-evaluate() is pure: it judges the canary sites' answers (agent.fleet.SiteAnswer) at `now`.
+evaluate() is pure: it judges the canary sites' answers (agent.fleet_fetch.SiteAnswer) at `now`.
 check_promotion() fetches the answers first. The reason is always returned; when the answer
 is "not yet" it becomes the pending reason of the target (ci-cd.json, status, Slack), so it
 names every site that is missing and how long is left.
@@ -24,7 +24,7 @@ import requests
 
 from agent.config import PromotionConfig
 from agent.clock import parse_time
-from agent.fleet import SiteAnswer, fetch_all, is_unreachable
+from agent.fleet_fetch import SiteAnswer, fetch_all, is_unreachable
 from agent.redact import redact
 from agent.selection import parse_version
 

@@ -7,7 +7,6 @@ agent.redact before it is written, whoever built the document.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -15,9 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.clock import parse_time
+from agent.clock import aware, parse_time
 from agent.atomic import write_atomic
 from agent.redact import redact
+from agent.text import cut, one_line, short_commit
+from agent.text import html_text as _e  # short: it wraps nearly every value in the page
 
 SCHEMA = 1
 FILES = ("ci-cd.txt", "ci-cd.html", "ci-cd.json")
@@ -27,7 +28,6 @@ ERROR_MAX = 300  # characters of an error kept on a ci-cd.txt line
 _CORE_KEYS = ("schema", "site", "flag", "updated_at", "current", "pending", "deploys")
 _SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 # Whitespace runs, and everything str.splitlines() would break on, plus control characters.
-_LINE_BREAKS_RE = re.compile(r"[\s\x00-\x1f\x7f\x85\u2028\u2029]+")
 _OUTCOME_CLASS_RE = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -45,10 +45,6 @@ def redact_doc(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [redact_doc(v) for v in obj]
     return obj
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
 
 
 def build_document(
@@ -73,7 +69,7 @@ def build_document(
         "schema": SCHEMA,
         "site": site,
         "flag": flag,
-        "updated_at": _aware(now).isoformat(timespec="seconds"),
+        "updated_at": aware(now).isoformat(timespec="seconds"),
         "current": current,
         "pending": pending,
         "deploys": list(deploys),
@@ -89,23 +85,11 @@ def build_document(
 # --------------------------------------------------------------------------- helpers
 
 
-def _fold(value: Any) -> str:
-    """One line of redacted text: newlines, control characters and whitespace runs become
-    single spaces."""
-    if value is None:
-        return ""
-    return _LINE_BREAKS_RE.sub(" ", redact(str(value))).strip()
-
-
-def _short(commit: Any) -> str:
-    return str(commit)[:7] if commit else "-------"
-
-
 def _utc(value: Any) -> str:
     """ISO time in UTC with a Z, e.g. 2026-11-26T14:00:03Z; unreadable times are shown as given."""
     dt = parse_time(value)
     if dt is None:
-        return _fold(value) or "-"
+        return one_line(value) or "-"
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -132,19 +116,15 @@ def _fmt_duration(ms: int | None) -> str:
 
 
 def _branch_label(branch: Any, version: Any) -> str:
-    label = _fold(branch) or "?"
+    label = one_line(branch) or "?"
     if version:
-        label += f" ({_fold(version)})"
+        label += f" ({one_line(version)})"
     return label
 
 
 def _checks(rec: dict) -> list[dict]:
     checks = rec.get("checks") or []
     return [c for c in checks if isinstance(c, dict)]
-
-
-def _truncate(text: str, limit: int = ERROR_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _quote(text: str) -> str:
@@ -165,12 +145,12 @@ def _deploys(doc: dict) -> list[dict]:
 def _txt_line(rec: dict, site: str) -> str:
     parts = [
         _utc(_when(rec)),
-        _fold(rec.get("site")) or site or "?",
+        one_line(rec.get("site")) or site or "?",
         _branch_label(rec.get("branch"), rec.get("version")),
-        _fold(_short(rec.get("commit"))),
-        _fold(rec.get("outcome")) or "?",
+        one_line(short_commit(rec.get("commit"))),
+        one_line(rec.get("outcome")) or "?",
     ]
-    cards = [_fold(c) for c in rec.get("cards") or []]
+    cards = [one_line(c) for c in rec.get("cards") or []]
     parts.append("cards=" + (",".join(c for c in cards if c) or "none"))
     uncarded = rec.get("uncarded_commits") or []
     if uncarded:
@@ -184,59 +164,52 @@ def _txt_line(rec: dict, site: str) -> str:
     duration = _fmt_duration(_duration_ms(rec))
     if duration:
         parts.append(duration)
-    trigger = _fold(rec.get("trigger"))
+    trigger = one_line(rec.get("trigger"))
     if trigger and trigger != "poll":
         parts.append(f"trigger={trigger}")
     if rec.get("history_rewritten"):
         parts.append("history=rewritten")
     if rec.get("outcome") != "deployed" and rec.get("step"):
-        parts.append(f"step={_fold(rec.get('step'))}")
-    error = _fold(rec.get("error"))
+        parts.append(f"step={one_line(rec.get('step'))}")
+    error = one_line(rec.get("error"))
     if error:
-        parts.append("error=" + _quote(_truncate(error)))
+        parts.append("error=" + _quote(cut(error, ERROR_MAX)))
     return " ".join(p for p in parts if p)
 
 
 def render_txt(doc: dict) -> str:
     """ci-cd.txt: a short '#' header, then one line per event, oldest first."""
-    site = _fold(doc.get("site"))
-    lines = [f"# ci-cd {site or '?'} (flag {_fold(doc.get('flag')) or '?'}) "
+    site = one_line(doc.get("site"))
+    lines = [f"# ci-cd {site or '?'} (flag {one_line(doc.get('flag')) or '?'}) "
              f"updated {_utc(doc.get('updated_at'))}"]
     current = doc.get("current")
     if isinstance(current, dict) and current.get("commit"):
         lines.append(
             f"# live: {_branch_label(current.get('branch'), current.get('version'))} "
-            f"{_fold(_short(current.get('commit')))} since {_utc(current.get('since'))}"
+            f"{one_line(short_commit(current.get('commit')))} since {_utc(current.get('since'))}"
         )
     else:
         lines.append("# live: nothing deployed by the agent yet")
     pending = doc.get("pending")
     if isinstance(pending, dict) and pending:
-        reason = _fold(pending.get("reason"))
+        reason = one_line(pending.get("reason"))
         lines.append(
-            f"# pending: {_fold(pending.get('branch')) or '?'} "
-            f"{_fold(_short(pending.get('commit')))}" + (f" ({reason})" if reason else "")
+            f"# pending: {one_line(pending.get('branch')) or '?'} "
+            f"{one_line(short_commit(pending.get('commit')))}" + (f" ({reason})" if reason else "")
         )
     else:
         lines.append("# pending: nothing")
     hold = doc.get("hold")
     if isinstance(hold, dict) and hold:
         lines.append(f"# HOLD: automatic deploys paused since {_utc(hold.get('at'))}"
-                     + (f" by {_fold(hold.get('by'))}" if hold.get("by") else "")
-                     + (f": {_fold(hold.get('reason'))}" if hold.get("reason") else ""))
+                     + (f" by {one_line(hold.get('by'))}" if hold.get("by") else "")
+                     + (f": {one_line(hold.get('reason'))}" if hold.get("reason") else ""))
     for rec in reversed(_deploys(doc)):
         lines.append(_txt_line(rec, site))
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- ci-cd.html
-
-
-def _e(value: Any) -> str:
-    """Redacted, HTML-escaped text (quotes too, so it is safe in attributes)."""
-    if value is None:
-        return ""
-    return html.escape(redact(str(value)), quote=True)
 
 
 def _outcome_class(outcome: Any) -> str:
@@ -258,7 +231,7 @@ def _time(value: Any) -> str:
 def _sha(commit: Any) -> str:
     if not commit:
         return "-"
-    return f'<code class="sha" title="{_e(commit)}">{_e(_short(commit))}</code>'
+    return f'<code class="sha" title="{_e(commit)}">{_e(short_commit(commit))}</code>'
 
 
 def _safe_link(url: Any) -> str:
@@ -353,7 +326,7 @@ def _html_last(doc: dict) -> str:
             f'<p class="meta">{_time(_when(last))}</p>'
         )
         if last.get("error"):  # why it failed, above the fold on a phone
-            body += f'<p class="error">{_e(_truncate(_fold(last.get("error"))))}</p>'
+            body += f'<p class="error">{_e(cut(one_line(last.get("error")), ERROR_MAX))}</p>'
     return f'<section id="last" class="card"><h2>Last outcome</h2>{body}</section>'
 
 
@@ -465,7 +438,7 @@ def render_html(doc: dict) -> str:
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, datetime):
-        return _aware(obj).isoformat()
+        return aware(obj).isoformat()
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, (set, frozenset)):

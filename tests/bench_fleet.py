@@ -30,7 +30,7 @@ if str(_REPO_ROOT) not in sys.path:
 
 import psutil  # noqa: E402
 
-from agent import fleet  # noqa: E402
+from agent import fleet, fleet_fetch, fleet_render  # noqa: E402
 from agent.publish import build_document  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
@@ -190,11 +190,11 @@ def main() -> int:
               f"{args.workers} workers, timeout {args.timeout:g}s")
         with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
             t0 = time.perf_counter()
-            answers = fleet.fetch_all(urls, args.timeout, max_workers=args.workers)
+            answers = fleet_fetch.fetch_all(urls, args.timeout, max_workers=args.workers)
             t1 = time.perf_counter()
             summary = fleet.summarize(answers, datetime.now(timezone.utc))
             t2 = time.perf_counter()
-            paths = fleet.write_report(Path(tmp), summary)
+            paths = fleet_render.write_report(Path(tmp), summary)
             t3 = time.perf_counter()
             sizes = {p.name: p.stat().st_size for p in paths}
         errors: dict[str, int] = {}

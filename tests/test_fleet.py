@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 import requests
 
-from agent import fleet
+from agent import fleet, fleet_fetch, fleet_render
 from agent.config import FleetConfig
 from agent.errors import ConfigError
-from agent.fleet import SiteAnswer, fetch_all, summarize
+from agent.fleet import summarize
+from agent.fleet_fetch import SiteAnswer, fetch_all
 from agent.publish import build_document
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
@@ -210,13 +211,13 @@ def web() -> Iterator[LocalWeb]:
 
 
 def test_ci_cd_json_url():
-    assert fleet.ci_cd_json_url("https://a.website.com") == \
+    assert fleet_fetch.ci_cd_json_url("https://a.website.com") == \
         "https://a.website.com/content/files/ci-cd.json"
-    assert fleet.ci_cd_json_url("https://a.website.com/") == \
+    assert fleet_fetch.ci_cd_json_url("https://a.website.com/") == \
         "https://a.website.com/content/files/ci-cd.json"
-    assert fleet.ci_cd_json_url("https://a.website.com/blog") == \
+    assert fleet_fetch.ci_cd_json_url("https://a.website.com/blog") == \
         "https://a.website.com/blog/content/files/ci-cd.json"
-    assert fleet.ci_cd_json_url("https://x.com/reports/a.JSON") == "https://x.com/reports/a.JSON"
+    assert fleet_fetch.ci_cd_json_url("https://x.com/reports/a.JSON") == "https://x.com/reports/a.JSON"
 
 
 # --------------------------------------------------------------------------- fetching
@@ -375,7 +376,7 @@ def test_proxies_from_the_environment_are_ignored(web, monkeypatch):
     [answer] = fetch_all([url], timeout=5, session=session)
     assert answer.error is None
     assert session.trust_env is False
-    assert isinstance(session.get_adapter(url), fleet.DeadlineAdapter)
+    assert isinstance(session.get_adapter(url), fleet_fetch.DeadlineAdapter)
     session.close()
 
 
@@ -399,8 +400,8 @@ def test_long_histories_are_cut_but_the_live_commits_record_is_kept(web):
     doc["deploys"] = [*tries, live, *older]
     url = web.json_site("long", doc)
     [cut] = fetch_all([url], timeout=5)
-    assert len(cut.doc["deploys"]) == fleet.KEEP_DEPLOYS + 1
-    assert cut.doc["deploys"][:fleet.KEEP_DEPLOYS] == tries[:fleet.KEEP_DEPLOYS]
+    assert len(cut.doc["deploys"]) == fleet_fetch.KEEP_DEPLOYS + 1
+    assert cut.doc["deploys"][:fleet_fetch.KEEP_DEPLOYS] == tries[:fleet_fetch.KEEP_DEPLOYS]
     assert cut.doc["deploys"][-1] == live
     [whole] = fetch_all([url], timeout=5, keep_deploys=None)
     assert whole.doc == doc
@@ -570,10 +571,10 @@ def test_odd_documents_never_crash_the_report():
         summary = summarize(answers, NOW)
         assert summary["totals"]["sites"] == 2
         json.dumps(summary)
-        fleet.render_txt(summary)
-        page = fleet.render_html(summary)
+        fleet_render.render_txt(summary)
+        page = fleet_render.render_html(summary)
         assert "<script" not in page
-        assert "<script" not in json.dumps(fleet.slack_summary(summary))
+        assert "<script" not in json.dumps(fleet_render.slack_summary(summary))
 
 
 def test_a_site_with_nothing_live_in_a_release_group_is_behind():
@@ -590,7 +591,7 @@ def test_a_site_with_nothing_live_in_a_release_group_is_behind():
 
 def test_txt_report_reads_well(web):
     urls, want = fleet_of_every_state(web)
-    text = fleet.render_txt(summarize(fetch_all(urls, timeout=5), NOW))
+    text = fleet_render.render_txt(summarize(fetch_all(urls, timeout=5), NOW))
     lines = text.splitlines()
     assert lines[0] == "# fleet report 2026-11-27T05:00:00Z: 12 sites in 3 groups"
     assert lines[1] == ("# 3 updated, 1 rolled back, 2 failed, 1 pending, 1 unreachable, "
@@ -614,7 +615,7 @@ def test_txt_report_reads_well(web):
 def test_html_report_is_self_contained_escaped_and_tagged(web):
     urls, want = fleet_of_every_state(web)
     summary = summarize(fetch_all(urls, timeout=5), NOW)
-    page = fleet.render_html(summary)
+    page = fleet_render.render_html(summary)
     assert "<script" not in page.lower()
     assert "&lt;script&gt;" in page
     assert "line two &amp; more" in page
@@ -636,7 +637,7 @@ def test_hostile_answers_cannot_break_out_of_attributes():
                    flag="'><img src=x onerror=alert(1)>*")
     doc["current"]["commit"] = '"><script>alert(1)</script>'
     summary = summarize([SiteAnswer("https://a.website.com", doc, None, 3)], NOW)
-    page = fleet.render_html(summary)
+    page = fleet_render.render_html(summary)
     assert "<script" not in page.lower() and "<img" not in page
     assert 'onmouseover="' not in page
 
@@ -647,19 +648,19 @@ def test_write_report_writes_three_files_atomically(tmp_path, web):
     out = tmp_path / "www" / "fleet"
     old_umask = os.umask(0o077)
     try:
-        paths = fleet.write_report(out, summary)
+        paths = fleet_render.write_report(out, summary)
     finally:
         os.umask(old_umask)
     assert [p.name for p in paths] == ["ci-cd.txt", "ci-cd.html", "ci-cd.json"]
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads((out / "ci-cd.json").read_text()) == summary
-    assert (out / "ci-cd.txt").read_text() == fleet.render_txt(summary)
+    assert (out / "ci-cd.txt").read_text() == fleet_render.render_txt(summary)
     assert sorted(p.name for p in out.iterdir()) == ["ci-cd.html", "ci-cd.json", "ci-cd.txt"]
     # a second report replaces the files (a new inode: readers never see a torn file)
     inode = (out / "ci-cd.json").stat().st_ino
     later = summarize([], NOW + timedelta(days=1))
-    fleet.write_report(out, later)
+    fleet_render.write_report(out, later)
     assert (out / "ci-cd.json").stat().st_ino != inode
     assert json.loads((out / "ci-cd.json").read_text())["updated_at"].startswith("2026-11-28")
     assert fleet.load_previous(out) == later
@@ -668,10 +669,10 @@ def test_write_report_writes_three_files_atomically(tmp_path, web):
 
 def test_write_report_leaves_the_old_files_when_rendering_fails(tmp_path):
     out = tmp_path / "fleet"
-    fleet.write_report(out, summarize([], NOW))
+    fleet_render.write_report(out, summarize([], NOW))
     before = (out / "ci-cd.json").read_text()
     with pytest.raises(TypeError):
-        fleet.write_report(out, {**summarize([], NOW), "bad": object()})
+        fleet_render.write_report(out, {**summarize([], NOW), "bad": object()})
     assert (out / "ci-cd.json").read_text() == before
 
 
@@ -681,7 +682,7 @@ def test_write_report_leaves_the_old_files_when_rendering_fails(tmp_path):
 def test_slack_summary_names_the_sites_that_need_a_look(web):
     urls, _ = fleet_of_every_state(web)
     summary = summarize(fetch_all(urls, timeout=5), NOW)
-    message = fleet.slack_summary(summary, "https://website.com/ci-cd.html")
+    message = fleet_render.slack_summary(summary, "https://website.com/ci-cd.html")
     assert set(message) == {"text", "blocks"}
     assert "12 sites" in message["text"] and "8 need a look" in message["text"]
     blob = json.dumps(message["blocks"])
@@ -700,7 +701,7 @@ def test_slack_summary_names_the_sites_that_need_a_look(web):
 def test_slack_summary_counts_the_rest_after_twenty():
     answers = [SiteAnswer(f"https://s{n}.website.com", None, "unreachable: connection refused",
                           3) for n in range(35)]
-    message = fleet.slack_summary(summarize(answers, NOW))
+    message = fleet_render.slack_summary(summarize(answers, NOW))
     look = message["blocks"][-2]["text"]["text"]
     assert look.count("s1") >= 1 and "and 15 more" in look
     assert look.count(":warning:") == 20
@@ -709,7 +710,7 @@ def test_slack_summary_counts_the_rest_after_twenty():
 
 def test_slack_summary_of_a_healthy_fleet():
     answers = [SiteAnswer("https://a", site_doc("a", "1.3.22"), None, 2)]
-    message = fleet.slack_summary(summarize(answers, NOW))
+    message = fleet_render.slack_summary(summarize(answers, NOW))
     assert ":white_check_mark:" in message["text"]
     assert "Nothing needs a look." in json.dumps(message)
     assert "Full report" not in json.dumps(message)
@@ -731,17 +732,17 @@ def test_read_sites_from_config_and_file(tmp_path):
     )
     config = FleetConfig(sites=("https://z.website.com", "https://b.website.com"),
                          sites_file=sites_file)
-    assert fleet.read_sites(config) == [
+    assert fleet_fetch.read_sites(config) == [
         "https://z.website.com", "https://b.website.com", "https://a.website.com",
         "https://c.website.com/content/files/ci-cd.json"]
-    assert fleet.read_sites(FleetConfig()) == []
+    assert fleet_fetch.read_sites(FleetConfig()) == []
 
 
 def test_read_sites_reports_bad_lines_and_unreadable_files(tmp_path):
     sites_file = tmp_path / "sites.txt"
     sites_file.write_text("https://a.website.com\nwww.b.website.com\nftp://c\n")
     with pytest.raises(ConfigError) as info:
-        fleet.read_sites(FleetConfig(sites_file=sites_file))
+        fleet_fetch.read_sites(FleetConfig(sites_file=sites_file))
     assert info.value.problems == [
         f'{sites_file}:2: "www.b.website.com": expected an http(s) URL with a host, '
         "e.g. https://a.website.com",
@@ -750,7 +751,7 @@ def test_read_sites_reports_bad_lines_and_unreadable_files(tmp_path):
     ]
     missing = tmp_path / "nope.txt"
     with pytest.raises(ConfigError) as info:
-        fleet.read_sites(FleetConfig(sites_file=missing))
+        fleet_fetch.read_sites(FleetConfig(sites_file=missing))
     assert str(missing) in str(info.value) and "No such file" in str(info.value)
 
 
@@ -771,6 +772,6 @@ def test_report_of_a_real_agent_run(host, git_remote, tmp_path):
     [site] = group["sites"]
     assert (site["state"], site["commit"], site["last_outcome"]) == ("updated", commit,
                                                                       "deployed")
-    paths = fleet.write_report(tmp_path / "fleet", summary)
+    paths = fleet_render.write_report(tmp_path / "fleet", summary)
     assert f"UPDATED      {host.site.url} (dev1) live {commit[:7]}" in paths[0].read_text()
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.clock import parse_time
 from agent.config import PromotionConfig
-from agent.fleet import SiteAnswer, parse_time
+from agent.fleet_fetch import SiteAnswer
 from agent.promotion import check_promotion, evaluate
 from tests.agentsite import AgentSite, page
 from tests.test_fleet import NOW, closed_port_url, fuzzed_docs, record, sha, site_doc

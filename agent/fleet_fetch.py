@@ -1,0 +1,573 @@
+"""Fetching every site's public ci-cd.json for the fleet report and the canary check.
+
+Every answer is untrusted. Each fetch has a total deadline (a server that drips one byte at
+a time is cut off when it passes), reads at most MAX_BYTES, follows at most MAX_REDIRECTS
+redirects, ignores proxy settings from the environment, and keeps only JSON objects of the
+contract's shape (shape_problem). Whatever goes wrong is one line in SiteAnswer.error:
+fetch_all never raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from agent.config import FleetConfig
+from agent.errors import ConfigError
+from agent.text import cut
+from agent.text import one_line as _one_line_text
+from agent.redact import redact
+
+MAX_BYTES = 1_000_000
+MAX_REDIRECTS = 3
+KEEP_DEPLOYS = 50  # deploy records kept per answer (newest first); the report needs the newest
+CI_CD_PATH = "/content/files/ci-cd.json"
+TEXT_MAX = 300  # characters kept of any free text a site sent (errors, reasons)
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: Any, limit: int = TEXT_MAX) -> str:
+    """Untrusted text as one redacted line of at most `limit` characters ("" for None)."""
+    return cut(_one_line_text(value), limit)
+
+
+# --------------------------------------------------------------------------- site URLs
+
+
+def ci_cd_json_url(site_url: str) -> str:
+    """https://a.website.com -> https://a.website.com/content/files/ci-cd.json.
+
+    A URL whose path ends in .json is used as it is.
+    """
+    url = site_url.strip()
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        path = ""
+    if path.lower().endswith(".json"):
+        return url
+    return url.rstrip("/") + CI_CD_PATH
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) URL with a host, or None."""
+    if not url or _CONTROL_RE.search(url) or " " in url:
+        return "expected an http(s) URL without spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        return "expected an http(s) URL with a valid host and port"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected an http(s) URL with a host, e.g. https://a.website.com"
+    return None
+
+
+def read_sites(fleet: FleetConfig) -> list[str]:
+    """[fleet] sites, then the lines of [fleet] sites_file, de-duplicated, order kept.
+
+    In the file, blank lines and # comments (whole lines, or after a URL and a space) are
+    skipped. Raises ConfigError naming the file (and line) for an unreadable file or a line
+    that is not an http(s) URL; every bad line is reported at once.
+    """
+    urls: list[str] = list(fleet.sites)
+    if fleet.sites_file is not None:
+        path = Path(fleet.sites_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError([f"{path}: [fleet] sites_file: cannot read it: {reason}"]) from None
+        problems = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = re.split(r"\s#", raw, maxsplit=1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            problem = url_problem(line)
+            if problem:
+                shown = json.dumps(redact(cut(line, 80)), ensure_ascii=False)
+                problems.append(f"{path}:{number}: {shown}: {problem}")
+                continue
+            urls.append(line)
+        if problems:
+            raise ConfigError(problems)
+    seen: set[str] = set()
+    kept = []
+    for url in urls:
+        key = url.rstrip("/")
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(key)
+    return kept
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class SiteAnswer:
+    url: str  # the site URL as configured
+    doc: dict | None  # the parsed, shape-checked ci-cd.json, or None
+    error: str | None  # one line, e.g. "unreachable: connection refused", "HTTP 404"
+    ms: int
+
+
+def is_unreachable(error: str | None) -> bool:
+    """A fetch error that means the site did not answer (as opposed to a bad answer)."""
+    if not isinstance(error, str) or not error:
+        return False
+    return error.startswith(("unreachable", "timed out")) or bool(re.match(r"HTTP 5\d\d", error))
+
+
+# --------------------------------------------------------------------------- the deadline
+# A per-read timeout never fires on a server that drips one byte at a time, so each fetch
+# gets a _Watch: every socket the fetch opens is registered with it, and when its deadline
+# passes fetch_all's loop shuts those sockets down, which ends any blocked read at once.
+
+
+class _Watch:
+    """The total deadline of one fetch and the sockets to shut down when it passes."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.expired = False
+        self._socks: list[Any] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: Any) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if not self.expired:
+                self._socks.append(sock)
+                return
+        _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self.expired:
+                return
+            self.expired = True
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            _shut(sock)
+
+
+def _shut(sock: Any) -> None:
+    try:
+        if isinstance(sock, socket.socket):
+            # the plain socket call, also for an SSLSocket: no TLS state is touched from
+            # this thread, the reader just sees the connection end
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+# urllib3 makes the connections deep inside requests: they find their fetch's _Watch here
+_this_thread = threading.local()  # .watch: the _Watch of the fetch this thread is doing
+
+
+def _watch_socket(sock: Any) -> None:
+    watch = getattr(_this_thread, "watch", None)
+    if watch is not None:
+        watch.add(sock)
+
+
+class _WatchedMixin:
+    """Registers the connection's socket with the current fetch's _Watch: when it is made
+    (before any TLS handshake) and again for each request (a kept-alive connection)."""
+
+    def _new_conn(self):  # type: ignore[no-untyped-def]
+        sock = super()._new_conn()  # type: ignore[misc]
+        _watch_socket(sock)
+        return sock
+
+    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _watch_socket(getattr(self, "sock", None))
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections obey the total deadline of fetch_all's fetches."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+
+def make_session(pool_size: int = 16) -> requests.Session:
+    """A session for fetch_all: deadline-aware connections, no proxies from the environment."""
+    session = requests.Session()
+    _prepare(session, pool_size)
+    return session
+
+
+def _prepare(session: requests.Session, pool_size: int) -> None:
+    session.trust_env = False  # no proxies, .netrc or CA bundles from the environment
+    size = max(10, pool_size)
+    for prefix in ("https://", "http://"):
+        if not isinstance(session.get_adapter(prefix + "example.invalid/"), DeadlineAdapter):
+            session.mount(prefix, DeadlineAdapter(pool_connections=size, pool_maxsize=size))
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+class _Failed(Exception):
+    """A fetch failed; the message is SiteAnswer.error."""
+
+
+_NO_PROXIES = {"http": None, "https": None, "all": None}
+_HEADERS = {
+    "User-Agent": "ghost-deploy-agent fleet",
+    "Accept": "application/json",
+    "Accept-Encoding": "identity",
+}
+
+
+def fetch_all(
+    urls: Sequence[str],
+    timeout: float,
+    *,
+    max_workers: int = 16,
+    session: requests.Session | None = None,
+    keep_deploys: int | None = KEEP_DEPLOYS,
+) -> list[SiteAnswer]:
+    """Fetch every site's ci-cd.json concurrently; answers in the order of `urls`.
+
+    Each fetch has a total deadline of `timeout` seconds from its start (connect, redirects,
+    headers and body together). Never raises: every failure is a SiteAnswer with an error.
+    A session passed in is prepared like make_session()'s (its http/https adapters replaced by
+    DeadlineAdapter, trust_env off) unless that was done already.
+
+    To keep the memory of a large fleet small, each answer's "deploys" is cut to the newest
+    `keep_deploys` records (plus the newest record of the live commit, wherever it is);
+    None keeps them all. The whole list was shape-checked before.
+    """
+    urls = list(urls)
+    if not urls:
+        return []
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        timeout = 10.0
+    if not math.isfinite(timeout) or timeout <= 0:
+        timeout = 10.0
+    workers = max(1, min(int(max_workers or 1), len(urls)))
+    own = session is None
+    if session is None:
+        session = make_session(workers)
+    else:
+        with contextlib.suppress(AttributeError, TypeError):  # an odd session: used as is
+            _prepare(session, workers)
+
+    active: set[_Watch] = set()  # the watches of the fetches under way
+    lock = threading.Lock()
+
+    def task(url: str) -> SiteAnswer:
+        watch = _Watch(time.monotonic() + timeout)
+        with lock:
+            active.add(watch)
+        try:
+            return _fetch_one(session, url, timeout, watch, keep_deploys)
+        finally:
+            with lock:
+                active.discard(watch)
+
+    answers: list[SiteAnswer] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet-fetch") as pool:
+            futures = [pool.submit(task, url) for url in urls]
+            not_done = set(futures)
+            while not_done:  # the watchdog: expire every fetch whose deadline has passed
+                _, not_done = wait(not_done, timeout=0.05)
+                now = time.monotonic()
+                with lock:
+                    overdue = [w for w in active if w.deadline <= now]
+                for watch in overdue:
+                    watch.expire()
+            for url, future in zip(urls, futures, strict=True):
+                try:
+                    answers.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - never raise: report it per site
+                    answers.append(SiteAnswer(url, None,
+                                              f"internal error: {type(exc).__name__}", 0))
+    finally:
+        if own:
+            session.close()
+    return answers
+
+
+def _fetch_one(session: requests.Session, url: str, timeout: float, watch: _Watch,
+               keep_deploys: int | None) -> SiteAnswer:
+    started = time.monotonic()
+    _this_thread.watch = watch
+    doc: dict | None = None
+    try:
+        doc = _trim(_get_doc(session, url, timeout, watch), keep_deploys)
+        error = None
+    except _Failed as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile server provokes
+        error = _describe(exc, timeout)
+    finally:
+        _this_thread.watch = None
+    if doc is None and watch.expired:
+        # a shut-down socket surfaces as whatever error the read was in: name the real cause
+        error = _timed_out(timeout)
+    ms = int((time.monotonic() - started) * 1000)
+    return SiteAnswer(url, doc, one_line(error) if error else None, ms)
+
+
+def _trim(doc: dict, keep: int | None) -> dict:
+    """Cut a shape-checked document's deploys to the newest `keep` (and the live commit's)."""
+    deploys = doc["deploys"]
+    if keep is None or len(deploys) <= max(0, keep):
+        return doc
+    kept = deploys[: max(0, keep)]
+    current = doc.get("current")
+    commit = current.get("commit") if isinstance(current, dict) else None
+    if commit and not any(d.get("commit") == commit for d in kept):
+        own = next((d for d in deploys if d.get("commit") == commit), None)
+        if own is not None:
+            kept.append(own)
+    doc["deploys"] = kept
+    return doc
+
+
+def _timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g}s"
+
+
+def _get_doc(session: requests.Session, url: str, timeout: float, watch: _Watch) -> dict:
+    if not isinstance(url, str) or url_problem(url):
+        raise _Failed("bad URL: expected an http(s) URL")
+    target = ci_cd_json_url(url)
+    # redirects are followed here, not by requests: each hop gets only the time left, and a
+    # redirect to a non-http URL is refused
+    for _hop in range(MAX_REDIRECTS + 1):
+        remaining = watch.deadline - time.monotonic()
+        if watch.expired or remaining <= 0:
+            raise _Failed(_timed_out(timeout))
+        response = session.get(target, timeout=(remaining, remaining), stream=True,
+                               allow_redirects=False, headers=_HEADERS, proxies=_NO_PROXIES)
+        with response:
+            if response.is_redirect:
+                location = response.headers.get("Location", "")
+                target = urljoin(response.url, location)
+                if urlsplit(target).scheme not in ("http", "https"):
+                    raise _Failed("bad answer: redirect to a non-http URL")
+                continue
+            if response.status_code != 200:
+                raise _Failed(f"HTTP {response.status_code}")
+            body = _read_limited(response, watch, timeout)
+            content_type = response.headers.get("Content-Type", "")
+        return _parse(body, content_type)
+    raise _Failed(f"too many redirects (more than {MAX_REDIRECTS})")
+
+
+def _read_limited(response: requests.Response, watch: _Watch, timeout: float) -> bytes:
+    too_large = f"too large (> {MAX_BYTES} bytes)"
+    length = response.headers.get("Content-Length", "")
+    if length.strip().isdigit() and int(length) > MAX_BYTES:
+        raise _Failed(too_large)
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=65536):
+        body += chunk
+        if len(body) > MAX_BYTES:
+            raise _Failed(too_large)
+        if watch.expired:
+            raise _Failed(_timed_out(timeout))
+    if watch.expired:
+        raise _Failed(_timed_out(timeout))
+    return bytes(body)
+
+
+def _parse(body: bytes, content_type: str) -> dict:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        kind = content_type.split(";")[0].strip().lower()
+        if kind == "text/html" or body.lstrip()[:1] == b"<":
+            raise _Failed("not JSON (an HTML page)") from None
+        if not body.strip():
+            raise _Failed("not JSON (an empty answer)") from None
+        raise _Failed("not JSON") from None
+    problem = shape_problem(doc)
+    if problem:
+        raise _Failed(f"wrong schema: {problem}")
+    return doc
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """One line for a requests/urllib3 failure; never the exception's own text (it may
+    carry a URL with credentials, or a server's words)."""
+    exc_ = requests.exceptions
+    if isinstance(exc, exc_.Timeout):
+        return _timed_out(timeout)
+    if isinstance(exc, exc_.TooManyRedirects):
+        return f"too many redirects (more than {MAX_REDIRECTS})"
+    if isinstance(exc, (exc_.InvalidURL, exc_.MissingSchema, exc_.InvalidSchema,
+                        exc_.URLRequired)):
+        return "bad URL: expected an http(s) URL"
+    if isinstance(exc, exc_.SSLError):
+        return "unreachable: TLS error"
+    if isinstance(exc, exc_.ChunkedEncodingError):
+        return "unreachable: the connection broke off mid-answer"
+    if isinstance(exc, exc_.ContentDecodingError):
+        return "not JSON (an undecodable body)"
+    if isinstance(exc, exc_.ConnectionError):
+        causes = _causes(exc)
+        names = {type(c).__name__ for c in causes}
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return "unreachable: connection refused"
+        if any(isinstance(c, socket.gaierror) for c in causes) or "NameResolutionError" in names:
+            return "unreachable: host name not found"
+        if any(isinstance(c, TimeoutError) for c in causes) or "ConnectTimeoutError" in names:
+            return _timed_out(timeout)
+        if any(isinstance(c, ConnectionResetError) for c in causes):
+            return "unreachable: connection reset"
+        if "RemoteDisconnected" in names or "ProtocolError" in names:
+            return "unreachable: the connection closed without an answer"
+        return "unreachable: connection failed"
+    if isinstance(exc, exc_.RequestException):
+        return f"unreachable: {type(exc).__name__}"
+    return f"error: {type(exc).__name__}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (urllib3 buries the real cause deep)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 50:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None),
+                     *item.args])
+    return seen
+
+
+# --------------------------------------------------------------------------- shape
+
+
+def shape_problem(doc: Any) -> str | None:
+    """What makes `doc` not a ci-cd.json of the contract (schema 1), or None.
+
+    Checked: enough that the fleet report and the canary check can read it without
+    surprises; keys the contract does not name are left alone.
+    """
+    if not isinstance(doc, dict):
+        return f"the document is {_json_type(doc)} (expected an object)"
+    schema = doc.get("schema")
+    if type(schema) is not int or schema != 1:
+        shown = cut(json.dumps(schema), 20) if schema is not None else "missing"
+        return f"schema is {shown} (expected 1)"
+    for key in ("site", "flag"):
+        if key not in doc:
+            return f"{key} is missing"
+        problem = _want(key, doc[key], (str,), "a string")
+        if problem:
+            return problem
+    problem = _want("updated_at", doc.get("updated_at"), _STR_OR_NULL, "a string")
+    if problem:
+        return problem
+    for name, keys in (("current", ("branch", "commit", "version", "since")),
+                       ("pending", ("branch", "commit", "version", "reason"))):
+        part = doc.get(name)
+        problem = _want(name, part, (dict, type(None)), "an object or null")
+        if problem:
+            return problem
+        if not isinstance(part, dict):
+            continue
+        for key in keys:
+            problem = _want(f"{name}.{key}", part.get(key), _STR_OR_NULL, "a string or null")
+            if problem:
+                return problem
+    if "deploys" not in doc:
+        return "deploys is missing"
+    deploys = doc["deploys"]
+    problem = _want("deploys", deploys, (list,), "an array")
+    if problem:
+        return problem
+    for index, rec in enumerate(deploys):
+        problem = _want(f"deploys[{index}]", rec, (dict,), "an object")
+        if problem:
+            return problem
+        for key in ("branch", "version", "commit", "outcome", "started_at", "finished_at",
+                    "trigger"):
+            problem = _want(f"deploys[{index}].{key}", rec.get(key), _STR_OR_NULL,
+                            "a string or null")
+            if problem:
+                return problem
+    return None
+
+
+_STR_OR_NULL = (str, type(None))
+
+
+def _want(where: str, value: Any, types: tuple[type, ...], expected: str) -> str | None:
+    """Why `value` is not of `types`, or None (a JSON true is not a number here)."""
+    if isinstance(value, bool) and bool not in types:
+        return f"{where} is {_json_type(value)} (expected {expected})"
+    if value is None and type(None) in types:
+        return None
+    if not isinstance(value, types):
+        return f"{where} is {_json_type(value)} (expected {expected})"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
