@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import config_path, load_config
+from agent.setup import add_arguments as add_setup_arguments
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, AgentError, ConfigError
 
 log = logging.getLogger("agent")
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo = command("demo", "the main job in a throwaway sandbox (no root, no network)")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
+    add_setup_arguments(command("setup", "install the service for this config: unit, polkit "
+                                         "rule, sandbox paths, user (as root)"))
     return parser
 
 
@@ -158,6 +161,17 @@ def _fleet(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_a_look(summary) else EXIT_OK
 
 
+def _load_as_the_service_would(path):
+    """Run by root outside the service (check-config, status), the secrets the unit passes
+    as systemd credentials are read from /etc/credstore, as the service would see them."""
+    if os.geteuid() != 0 or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return load_config(path)
+    from agent.setup import credstore_view
+
+    with credstore_view():
+        return load_config(path)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from agent.demo.run import run_demo
@@ -169,8 +183,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fleet":
         return _fleet(args)
 
+    if args.command == "setup":
+        from agent.setup import run_setup
+
+        return run_setup(args)
+
     path = config_path(args.config)
-    config = load_config(path)
+    config = _load_as_the_service_would(path)
     if args.command in ("check-config", "run"):  # said once, not on every `once` from cron
         for warning in config.warnings:
             log.warning("%s", warning)

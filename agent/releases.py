@@ -8,6 +8,7 @@ release or the new one, never a mix of files.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -68,12 +69,29 @@ class Releases:
         try:
             os.rename(self.live_path, adopted)
         except OSError as exc:
-            raise DeployError(
-                f"{self.live_path} is a directory, not a symlink, and cannot be moved into "
-                f"{self.dir} ({exc.strerror}); move it aside by hand"
-            ) from None
+            if exc.errno != errno.EXDEV:
+                raise DeployError(f"cannot move {self.live_path} into {self.dir}: "
+                                  f"{exc.strerror}") from None
+            # Another filesystem (e.g. the releases on /var/lib, the theme in /var/www):
+            # copy it, then put the link where the directory was.
+            self._adopt_by_copy(adopted)
+            return adopted
         self.switch(adopted)
         return adopted
+
+    def _adopt_by_copy(self, adopted: Path) -> None:
+        staging = self.dir / f"{STAGING_PREFIX}{adopted.name}"
+        try:
+            shutil.copytree(self.live_path, staging, symlinks=True)
+            os.rename(staging, adopted)
+            aside = self.live_path.with_name(f".{self.live_path.name}.adopted-{os.getpid()}")
+            os.rename(self.live_path, aside)  # same directory: atomic
+            os.symlink(adopted, self.live_path)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DeployError(f"cannot copy {self.live_path} into {self.dir}: "
+                              f"{exc.strerror or exc}") from None
+        shutil.rmtree(aside, ignore_errors=True)
 
     def switch(self, target: Path | None) -> None:
         """Point the live path at target atomically (None removes the link)."""

@@ -50,6 +50,15 @@ class RemoteCache:
         self.url = url
         self.timeout = timeout
         self.env = git_env(timeout, ssh_key)
+        local = _local_path(url)
+        if local:
+            # A repository on this host is often owned by another user (e.g. the developers'
+            # bare repo). git only trusts it through a global config (it drops `-c` for the
+            # local upload-pack), so the agent keeps its own, instead of the host user's.
+            self.env["GIT_CONFIG_GLOBAL"] = str(cache_dir.parent / "gitconfig")
+            self._global_config = f"[safe]\n\tdirectory = {local}\n"
+        else:
+            self._global_config = None
         # Commands name the repository through GIT_DIR; "/" is just a cwd that always exists.
         self._git = git.Git("/")
 
@@ -157,6 +166,8 @@ class RemoteCache:
                       "cannot create the git cache")
 
     def _exec(self, args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        if self._global_config:
+            self._write_global_config()
         full_env = dict(self.env)
         if env:
             full_env.update(env)
@@ -171,6 +182,16 @@ class RemoteCache:
         )
         return status, out, err
 
+    def _write_global_config(self) -> None:
+        path = Path(self.env["GIT_CONFIG_GLOBAL"])
+        try:
+            if path.read_text() == self._global_config:
+                return
+        except OSError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self._global_config)
+
     def _run(self, args: list[str], error: type[Exception], what: str,
              env: dict[str, str] | None = None) -> str:
         status, out, err = self._exec(args, env)
@@ -178,6 +199,15 @@ class RemoteCache:
             detail = redact(_last_line(err) or f"git exited with {status}")
             raise error(f"{what} ({redact(self.url)}): {detail}")
         return out
+
+
+def _local_path(url: str) -> str | None:
+    """The directory of a path or file:// remote, else None."""
+    if url.startswith("file://"):
+        return url[len("file://"):].rstrip("/") or None
+    if url.startswith("/"):
+        return url.rstrip("/")
+    return None
 
 
 def _last_line(text: str) -> str:

@@ -23,6 +23,7 @@ writes nothing; --root DIR writes under DIR and runs nothing (for packaging and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import os
 import pwd
@@ -33,7 +34,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -333,8 +334,8 @@ CTL_TEMPLATE = """\
 # ghost-agentctl COMMAND [ARGS...]: run `ghost-agent COMMAND ARGS...` the way the service
 # runs: as the user ghost-agent (files it writes stay the agent's), with the service's
 # credentials from /etc/credstore and its config, output on this terminal, the command's
-# exit status. For manual work: rollback, deploy --ref REF, hold --reason TEXT, release,
-# once, status, check-config.
+# exit status; `hold` records who ran it ($SUDO_USER). For manual work: rollback,
+# deploy --ref REF, hold --reason TEXT, release, once, status, check-config.
 set -eu
 if [ "$#" -eq 0 ]; then
     echo "usage: sudo ghost-agentctl COMMAND [ARGS...]   (e.g. rollback, deploy --ref B)" >&2
@@ -353,6 +354,7 @@ exec systemd-run --quiet --pipe --wait --collect --service-type=exec \\
     --property=WorkingDirectory=/var/lib/ghost-agent \\
 {credentials}
     --setenv=GHOST_AGENT_CONFIG="${{config:-{default_config}}}" \\
+    --setenv=SUDO_USER="${{SUDO_USER:-root}}" \\
     --setenv=npm_config_cache=/var/cache/ghost-agent/npm \\
     --setenv=XDG_CACHE_HOME=/var/cache/ghost-agent \\
     -- {exec_path} "$@"
@@ -458,25 +460,23 @@ def _check_exec(exec_path: str, root: Path) -> None:
     path = Path(exec_path)
     if not path.is_absolute():
         raise SetupError(f"--exec {exec_path}: expected an absolute path")
-    seen = [path]
-    real = _under_root(root, path)
+    seen = [path]  # the command, its #! interpreter and where that link leads
     try:
-        first = real.open("rb").readline(256)
+        with _under_root(root, path).open("rb") as fh:
+            first = fh.readline(256)
     except OSError:
         first = b""
-    if first.startswith(b"#!"):
-        words = first[2:].decode("utf-8", "replace").split()
-        if words:
-            interpreter = _under_root(root, Path(words[0]))
-            resolved = interpreter.resolve()
-            seen += [Path(words[0])]
-            if root == Path("/"):
-                seen.append(resolved)
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    if words:
+        seen.append(Path(words[0]))
+        if root == Path("/"):
+            seen.append(Path(words[0]).resolve())
     for candidate in seen:
         hidden = _hidden(candidate)
         if hidden is not None:
+            what = f"{exec_path} is" if candidate == path else f"{exec_path} runs {candidate},"
             raise SetupError(
-                f"{exec_path} runs {candidate}, under {hidden}, which the service cannot see "
+                f"{what} under {hidden}, which the service cannot see "
                 "(ProtectHome=, PrivateTmp=): install the agent into a virtualenv under /opt, "
                 "made with the system's Python: /usr/bin/python3 -m venv /opt/ghost-agent && "
                 "/opt/ghost-agent/bin/pip install ghost-deploy-agent")
@@ -510,6 +510,9 @@ def make_plan(options: Options, config: Config | None, config_file: Path | None)
                                       why="the service (pip install)"))
         plan.files.append(PlannedFile(PIP_CTL_PATH, render_ctl(exec_path), 0o755,
                                       why="manual commands as the service runs them"))
+    elif _under_root(root, PIP_UNIT_PATH).exists():
+        plan.notes.append(f"warning: {PIP_UNIT_PATH} (an earlier pip install?) hides the "
+                          "package's unit: remove it, then `systemctl daemon-reload`")
     # /etc/sysusers.d/ghost-agent.conf replaces the package's /usr/lib/sysusers.d one of the
     # same name: the same user, plus Ghost's group.
     plan.files.append(PlannedFile(SYSUSERS_PATH, render_sysusers(group, config_file),
@@ -696,6 +699,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)
 
 
+@contextlib.contextmanager
+def credstore_view(root: Path = Path("/")) -> Iterator[None]:
+    """$CREDENTIALS_DIRECTORY as the service will see it, for loading the config outside the
+    service: a temporary directory with <name> -> <root>/etc/credstore/ghost-agent.<name> for
+    each credential present (readable by root only, like the files). Does nothing when
+    $CREDENTIALS_DIRECTORY is already set (inside the service) or nothing is readable."""
+    store = _under_root(root, CREDSTORE)
+    present = [name for name in CREDENTIALS
+               if os.access(store / f"{CREDENTIAL_PREFIX}{name}", os.R_OK)]
+    if os.environ.get("CREDENTIALS_DIRECTORY") or not present:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="ghost-agent-credentials.") as view:
+        for name in present:
+            os.symlink(store / f"{CREDENTIAL_PREFIX}{name}", Path(view) / name)
+        os.environ["CREDENTIALS_DIRECTORY"] = view
+        try:
+            yield
+        finally:
+            os.environ.pop("CREDENTIALS_DIRECTORY", None)
+
+
 def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`ghost-agent setup`. Raises ConfigError (78) for a bad config, SetupError (1)."""
     out = out or sys.stdout
@@ -722,7 +747,8 @@ def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not args.unit_only:
         config_file = Path(os.path.normpath(config_path(getattr(args, "config", None))
                                             .absolute()))
-        config = load_config(config_file)
+        with credstore_view(root):  # [slack] may get its webhook from the credstore
+            config = load_config(config_file)
     plan = make_plan(options, config, config_file)
     return apply(plan, options, out, config, config_file)
 

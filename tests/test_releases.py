@@ -223,3 +223,24 @@ def test_prune_never_touches_names_it_did_not_make(rel):
 
 def test_prune_without_releases_dir(rel):
     assert rel.prune([]) == []
+
+
+def test_adopt_existing_copies_across_filesystems(tmp_path):
+    """The theme on one filesystem and releases_dir on another (e.g. /var/www and /var/lib)."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's tmp dir")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        live = Path(other) / "themes" / "acme"
+        (live / "assets").mkdir(parents=True)
+        (live / "index.html").write_text("hand installed")
+        os.symlink("index.html", live / "alias.html")
+        rel = Releases(tmp_path / "releases", live)
+        adopted = rel.adopt_existing(NOW)
+        assert adopted == tmp_path / "releases" / "20261126T140003123456Z-adopted"
+        assert live.is_symlink() and rel.live() == adopted.resolve()
+        assert (live / "index.html").read_text() == "hand installed"
+        assert (adopted / "alias.html").is_symlink()  # links are copied as links
+        assert sorted(p.name for p in live.parent.iterdir()) == ["acme"]  # nothing left aside

@@ -329,3 +329,20 @@ def test_fetch_never_hangs_on_a_silent_server(tmp_path, silent_port):
     with pytest.raises(RemoteError):
         cache.fetch("dev1", "a" * 40)
     assert time.monotonic() - started < 2 + 8
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the remote to another user")
+def test_a_path_remote_owned_by_another_user_is_trusted(tmp_path, git_remote):
+    """git refuses a repository of another owner ("dubious ownership") unless a global
+    config trusts it; the agent trusts exactly its own remote, not the host user's config."""
+    sha = git_remote.commit_and_push("dev1", {"index.html": "x"}, "B101: x")
+    for path in [git_remote.path, *git_remote.path.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    plain = subprocess.run(["git", "ls-remote", str(git_remote.path)], capture_output=True,
+                           text=True, timeout=30, check=False,
+                           env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null"))
+    assert "dubious ownership" in plain.stderr  # the situation is real
+    cache = cache_for(tmp_path, str(git_remote.path))
+    assert cache.heads(heads_patterns("dev1")).heads == {"dev1": sha}
+    cache.fetch("dev1", sha)
+    assert cache.has_commit(sha)
