@@ -12,6 +12,7 @@ from agent.models import CheckResult
 from agent.redact import redact
 
 RETRY_PAUSE = 0.5
+SETTLED_ROUNDS = 4  # rounds of the same wrong answers from a site that is up (about 2 s)
 MAX_BODY = 2_000_000  # bytes read for `contains`; a theme page is far smaller
 
 
@@ -68,6 +69,7 @@ def run_checks(
     """
     deadline = time.monotonic() + budget
     results: list[CheckResult | None] = [None] * len(checks)
+    settled_rounds = 0
     with requests.Session() as session:
         session.trust_env = False  # no proxy from the environment between us and the site
         while True:
@@ -76,7 +78,18 @@ def run_checks(
                     results[i] = check_once(check, local_url, public_url, session)
             if all(r.ok for r in results) or time.monotonic() >= deadline:
                 return list(results)
+            # A site that is up and keeps giving the same wrong answer (a 400 from a broken
+            # template, a 500 for a missing index) will not heal by waiting: roll back sooner.
+            booting = any(not r.ok and still_booting(r) for r in results)
+            settled_rounds = 0 if booting else settled_rounds + 1
+            if settled_rounds >= SETTLED_ROUNDS:
+                return list(results)
             sleep(RETRY_PAUSE)
+
+
+def still_booting(result: CheckResult) -> bool:
+    """Connection refused, a timeout, or Ghost's 503 maintenance page: it may yet answer."""
+    return result.status is None or result.status in (502, 503, 504)
 
 
 def _read_body(response: requests.Response) -> bytes:

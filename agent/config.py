@@ -365,7 +365,12 @@ class _Table:
         source = path
         if source is None and not self.has(file_key) and creds:
             candidate = Path(creds) / credential
-            source = candidate if candidate.exists() else None
+            try:
+                source = candidate if candidate.exists() else None
+            except OSError as exc:  # e.g. $CREDENTIALS_DIRECTORY not readable by this user
+                self.problems.add(f"{self.label} {key}: cannot read the systemd credential "
+                                  f"{candidate}: {exc.strerror}")
+                return None
         if source is None:
             if required and not self.has(file_key):
                 self.missing(key, f"set {key}, {file_key}, or the systemd credential "

@@ -323,7 +323,13 @@ class Agent:
             raise Interrupted("stop requested before the switch; the live site is untouched")
 
         release_dir = self.releases.finish(staging)
-        live_before = self.releases.live() or self.releases.adopt_existing(started)
+        try:
+            live_before = self.releases.live() or self.releases.adopt_existing(started)
+        except DeployError as exc:
+            self.releases.discard(release_dir)
+            self._quarantine(state, target, exc.message)
+            return self._record(**base, outcome="failed", step="switch", error=exc.message,
+                                live_commit=previous_commit)
         state.inflight = {
             "branch": target.branch, "commit": target.commit, "version": target.version,
             "dir": str(release_dir), "previous_dir": str(live_before) if live_before else None,

@@ -48,10 +48,8 @@ def run_service(config: Config, agent: Agent | None = None) -> int:
             return
         heartbeat.expect(budget)
         try:
-            outcome = agent.once()
+            outcome = agent.once()  # it logs what it did
             notify(f"STATUS={outcome.message}")
-            if outcome.record:
-                log.info("%s", outcome.message)
         except Interrupted as exc:
             log.info("%s", exc.message)
         except TemporaryError as exc:

@@ -121,8 +121,8 @@ class Releases:
         for entry in self.dir.iterdir():
             if not _OURS.match(entry.name) or entry.is_symlink():
                 continue  # only what this class made
-            if entry.resolve() in protected:
-                continue
+            if entry.resolve() in protected or entry.name.endswith("-adopted"):
+                continue  # the operator's own theme from before the agent is never deleted
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

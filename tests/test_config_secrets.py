@@ -159,3 +159,25 @@ def test_check_config_prints_the_warning_and_still_passes(tmp_path):
     assert result.returncode == 0
     assert "warning" in result.stderr
     assert "WARNCANARY9" not in result.stderr + result.stdout
+
+
+def test_an_unreadable_credentials_directory_is_a_config_problem(tmp_path, monkeypatch):
+    """As the service user, $CREDENTIALS_DIRECTORY may not be readable: a clear line (78),
+    not a traceback that systemd would restart in a loop."""
+    from pathlib import Path
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    real_exists = Path.exists
+
+    def exists(self):
+        if self.parent == creds:
+            raise PermissionError(13, "Permission denied")
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, '[slack]\nchannel = "#x"\n'))
+    assert any("cannot read the systemd credential" in p and "Permission denied" in p
+               for p in err.value.problems)

@@ -450,3 +450,28 @@ def test_staging_follows_the_newest_release_branch_only(tmp_path, git_remote, si
     assert host.get("/") == (200, page("B2 1.3.22"))
     assert host.ci_cd()["current"] == {**host.ci_cd()["current"], "commit": newest,
                                        "version": "1.3.22"}
+
+
+def test_a_live_path_that_cannot_be_adopted_is_a_recorded_failure(host, git_remote):
+    """A plain theme directory the agent cannot move: recorded once, quarantined, no leftovers."""
+    from agent.config import load_config
+    from agent.cycle import Agent
+    from agent.errors import DeployError
+
+    host.live.mkdir()
+    (host.live / "index.html").write_text(page("hand made"))
+    sha = git_remote.commit_and_push("dev1", {"index.html": page("B1")}, "B101: x")
+    agent = Agent.from_config(load_config(host.config_path))
+
+    def refuse(now):
+        raise DeployError(f"cannot move {host.live} into {agent.releases.dir}: Permission denied")
+
+    agent.releases.adopt_existing = refuse
+    outcome = agent.once()
+    assert outcome.exit_code == 1
+    record = host.ci_cd()["deploys"][0]
+    assert (record["outcome"], record["step"], record["commit"]) == ("failed", "switch", sha)
+    assert sha in host.state()["quarantine"]
+    assert [p.name for p in (host.state_dir / "releases").iterdir()] == []
+    assert agent.once().exit_code == 0  # quarantined: not retried every poll
+    assert (host.live / "index.html").read_text() == page("hand made")

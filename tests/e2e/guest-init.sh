@@ -99,6 +99,8 @@ pivot_root . .ghostagent-oldroot
 cd /
 umount -l /.ghostagent-oldroot
 rmdir /.ghostagent-oldroot
+# systemd leaves / private when it runs in a container; LoadCredential= needs it shared.
+mount --make-rshared /
 
 exec setpriv --inh-caps=-all --bounding-set="$drop_caps" -- \
     env -i container="$name" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
