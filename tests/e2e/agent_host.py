@@ -36,7 +36,6 @@ under /content/files/), systemd (systemctl show/status, the journal) and the Sla
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -47,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +64,7 @@ from tests.e2e.ghost import (  # noqa: E402
     PrivateNet,
     Response,
     activate_theme,
+    call_in_netns,
     ensure_ghost_build,
     ghost_unit,
     http_get,
@@ -112,39 +111,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- network namespace
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def call_in_netns(netns: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """fn(*args) in a fresh thread that joined the network namespace `netns` (root only).
-
-    Sockets made there stay in that namespace, and so do threads that thread starts (a server's
-    serve_forever and its handler threads). The calling thread keeps its own namespace.
-    """
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            result["error"] = exc
-
-    t = threading.Thread(target=target, name="in-guest-netns", daemon=True)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
 
 def _port_open(port: int) -> bool:
     with socket.socket() as s:

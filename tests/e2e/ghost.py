@@ -422,10 +422,12 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _run_in_netns(netns: Path, fn, *args, **kwargs):
+def call_in_netns(netns: Path, fn, *args, **kwargs):
     """Call fn in a fresh thread that has joined the network namespace ``netns`` (root only).
 
     The network namespace is per thread, so the calling thread and the process keep theirs.
+    Sockets made there stay in that namespace, and so do threads that thread starts (a
+    server's serve_forever and its handler threads).
     """
     result: dict = {}
 
@@ -565,7 +567,7 @@ def http_get(url: str, *, headers: dict[str, str] | None = None, timeout: float 
     """One GET, never following redirects; inside ``netns`` (a /proc/<pid>/ns/net) if given."""
     if netns is None:
         return _get(url, headers, timeout)
-    return _run_in_netns(netns, _get, url, headers, timeout)
+    return call_in_netns(netns, _get, url, headers, timeout)
 
 
 @dataclass
