@@ -111,8 +111,11 @@ def test_validator_finds_every_deviation(host, history):
     assert "deploys[2].checks[1].ms: 1.5 is not an integer" in problems
     assert len(problems) == 5, problems
 
-    # out of order: oldest first is wrong
+    # out of order: oldest first is wrong (times a minute apart: real deploys of this test
+    # may finish within the same second, and equal times are in order either way)
     doc = copy.deepcopy(good)
+    for n, record in enumerate(doc["deploys"]):
+        record["started_at"] = record["finished_at"] = f"2026-11-26T14:{50 - n:02d}:00+00:00"
     doc["deploys"].reverse()
     problems = validate_ci_cd(doc)
     assert problems and all("newest first" in p for p in problems), problems
