@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
+
+from agent.demo.serving import BackgroundServer
 
 GIT_TIMEOUT = 60.0
 BACKEND_TIMEOUT = 60.0
@@ -292,14 +293,7 @@ def _backend_path() -> str:
     return str(Path(exec_path) / "git-http-backend")
 
 
-class _GitHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: SmartHttpGitServer
-
-
 class _GitHandler(BaseHTTPRequestHandler):
-    server: _GitHTTPServer
     server_version = "GitSim/1.0"
     sys_version = ""
 
@@ -444,61 +438,28 @@ def _parse_cgi(output: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, headers, body
 
 
-class SmartHttpGitServer:
+class SmartHttpGitServer(BackgroundServer):
     """`git http-backend` as CGI behind a small threaded Python HTTP server on 127.0.0.1.
 
     ``fail_with = 500`` makes it answer that status to everything while set; ``stop()`` makes
     it refuse connections (``start()`` again comes back on the same port).
     """
 
+    thread_name = "git-http"
+    handler = _GitHandler
+
     def __init__(
         self, project_root: Path, require_auth: tuple[str, str] | None = None, port: int = 0
     ) -> None:
+        super().__init__("127.0.0.1", port)
         self.project_root = Path(project_root)
         self.project_root.mkdir(parents=True, exist_ok=True)
         self.require_auth = require_auth
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
         self.requests: list[str] = []
         # Parallel to `requests`: each request's headers (e.g. Git-Protocol, Content-Encoding).
         self.request_headers: list[dict[str, str]] = []
         self.fail_with: int | None = None
         self.backend = _backend_path()
-        self._httpd: _GitHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SmartHttpGitServer:
-        if self._httpd is not None:
-            return self
-        httpd = _GitHTTPServer(("127.0.0.1", self.port), _GitHandler)
-        httpd.owner = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name=f"git-http-{self.port}",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> SmartHttpGitServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def repo_url(self, repo_name: str, user: str | None = None, password: str | None = None) -> str:
         """e.g. http://127.0.0.1:PORT/site.git, optionally http://user:password@…/site.git."""

@@ -13,9 +13,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
+
+from agent.demo.serving import BackgroundServer
 
 
 @dataclass
@@ -44,54 +46,80 @@ class _Mode:
     released: threading.Event = field(default_factory=threading.Event)
 
 
-class SlackStub:
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(405, {"ok": False, "error": "method_not_allowed"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        request = Request("POST", self.path, dict(self.headers.items()), _parse(raw, self.headers),
+                          raw, time.monotonic())
+        failure, hang, released = self.server.owner._record(request)
+        if hang > 0:
+            released.wait(hang)
+        if failure is not None:
+            headers = {}
+            if failure.retry_after is not None:
+                headers["Retry-After"] = str(failure.retry_after)
+            request.status = failure.status
+            self._answer(failure.status, failure.body, headers)
+        elif self.path.startswith("/services/"):
+            request.status = 200
+            self._answer(200, "ok")
+        elif self.path.rstrip("/") == "/api/chat.postMessage":
+            request.status = 200
+            body = request.body if isinstance(request.body, dict) else {}
+            self._answer(200, {"ok": True, "channel": "C0CHANNEL", "ts": f"{time.time():.6f}",
+                               "message": {"text": body.get("text"), "type": "message"}})
+        else:
+            request.status = 404
+            self._answer(404, {"ok": False, "error": "unknown_method"})
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        if isinstance(body, (dict, list)):
+            data, kind = json.dumps(body).encode(), "application/json; charset=utf-8"
+        else:
+            data, kind = str(body).encode(), "text/html"
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (a timeout test): nothing to answer
+
+
+class SlackStub(BackgroundServer):
     """Start with `with SlackStub() as slack:` or start()/stop()."""
 
+    thread_name = "slack-stub"
+    handler = _Handler
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._mode = _Mode()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> SlackStub:
-        stub = self
-
-        class Handler(_Handler):
-            owner = stub
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="slack-stub", daemon=True)
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._mode.released.set()  # let hanging handlers go
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> SlackStub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # -- addresses -----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start the stub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self.running, "start the stub first"
+        return self.url
 
     def webhook_url(self, path: str = "/services/T0/B0/XXXXXXXX") -> str:
         return self.base_url + path
@@ -154,59 +182,6 @@ class SlackStub:
                 if failure.times <= 0:
                     mode.failure = None
             return failure, mode.hang, mode.released
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: SlackStub
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(405, {"ok": False, "error": "method_not_allowed"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        request = Request("POST", self.path, dict(self.headers.items()), _parse(raw, self.headers),
-                          raw, time.monotonic())
-        failure, hang, released = self.owner._record(request)
-        if hang > 0:
-            released.wait(hang)
-        if failure is not None:
-            headers = {}
-            if failure.retry_after is not None:
-                headers["Retry-After"] = str(failure.retry_after)
-            request.status = failure.status
-            self._answer(failure.status, failure.body, headers)
-        elif self.path.startswith("/services/"):
-            request.status = 200
-            self._answer(200, "ok")
-        elif self.path.rstrip("/") == "/api/chat.postMessage":
-            request.status = 200
-            body = request.body if isinstance(request.body, dict) else {}
-            self._answer(200, {"ok": True, "channel": "C0CHANNEL", "ts": f"{time.time():.6f}",
-                               "message": {"text": body.get("text"), "type": "message"}})
-        else:
-            request.status = 404
-            self._answer(404, {"ok": False, "error": "unknown_method"})
-
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(body, (dict, list)):
-            data, kind = json.dumps(body).encode(), "application/json; charset=utf-8"
-        else:
-            data, kind = str(body).encode(), "text/html"
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the client gave up (a timeout test): nothing to answer
 
 
 def _parse(raw: bytes, headers: Any) -> Any:

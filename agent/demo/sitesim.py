@@ -27,9 +27,11 @@ import os
 import signal
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from agent.demo.serving import BackgroundServer
 
 # Ghost does not serve these from the theme's folder.
 _HIDDEN_THEME_SUFFIXES = (".hbs", ".md", ".json", ".lock", ".log")
@@ -91,14 +93,7 @@ def _unclosed_if(text: str) -> bool:
     return text.count("{{#if") > text.count("{{/if}}")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    site: SiteServer
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
     server_version = "GhostSim/1.0"
     sys_version = ""
 
@@ -124,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _redirect_target(self) -> str | None:
-        site = self.server.site
+        site = self.server.owner
         if not site.public_url:
             return None
         pub = urlsplit(site.public_url)
@@ -145,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(head_only=True)
 
     def do_POST(self) -> None:  # noqa: N802
-        site = self.server.site
+        site = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -157,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, b"Not found\n")
 
     def _get(self, head_only: bool) -> None:
-        site = self.server.site
+        site = self.server.owner
         site.requests.append(f"{self.command} {self.path}")
         if site.fail_with is not None:
             self._send(site.fail_with, b"Site unavailable\n", head_only=head_only)
@@ -205,8 +200,11 @@ def _normal_host(netloc: str, scheme: str) -> str:
     return host
 
 
-class SiteServer:
+class SiteServer(BackgroundServer):
     """A Ghost stand-in on 127.0.0.1 serving the theme behind ``live_path``."""
+
+    thread_name = "sitesim"
+    handler = _Handler
 
     def __init__(
         self,
@@ -216,59 +214,19 @@ class SiteServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host, port)
         self.live_path = Path(live_path)
         self.content_dir = Path(content_dir) if content_dir is not None else None
         self.public_url = public_url
-        self.host = host
-        self.port = port
-        self.url = f"http://{host}:{port}"
         self.boots = 0
         # While set to a status code, every GET/HEAD answers it (e.g. 503 while "restarting").
         self.fail_with: int | None = None
         self.requests: list[str] = []
         self._lock = threading.Lock()
         self._home: tuple[int, bytes, str] = (503, b"Not booted\n", "text/plain; charset=utf-8")
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> SiteServer:
-        if self._httpd is not None:
-            return self
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.site = self
-        self.boot()
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name=f"sitesim-{self.port}",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
-
-    def __enter__(self) -> SiteServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def on_start(self) -> None:
+        self.boot()  # a start is a boot, like Ghost loading its theme
 
     # -- Ghost-like behaviour ---------------------------------------------------------------
     @property
