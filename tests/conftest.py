@@ -29,6 +29,15 @@ from agent.demo.systemctl import (  # noqa: E402
 from tests.gitremote import GitRemote, SmartHttpGitServer  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _empty_secret_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """agent.redact's registry is module global: each test starts with no secrets, and what
+    a test registers (a canary) is gone after it."""
+    import agent.redact
+
+    monkeypatch.setattr(agent.redact, "_registered", set())
+
+
 @pytest.fixture
 def git_remote(tmp_path: Path) -> GitRemote:
     """A bare repo at tmp_path/remote/site.git (its path is the remote URL) and a clone to push."""

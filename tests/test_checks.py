@@ -313,53 +313,18 @@ def test_body_cut_short_is_a_failed_check_not_a_crash(stalling):
     assert result.error
 
 
-def test_a_site_that_is_up_and_wrong_is_given_up_on_early(tmp_path):
+def test_a_site_that_is_up_and_wrong_is_given_up_on_early(server):
     """A 500 that does not change is a verdict, not a boot: no need to wait out the budget."""
-    import http.server
-    import threading
-
-    class Broken(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        started = time.monotonic()
-        [result] = run_checks([check(url)], url.rstrip("/"), PUBLIC, budget=30)
-        assert not result.ok and result.status == 500
-        assert time.monotonic() - started < 5
-    finally:
-        server.shutdown()
-        server.server_close()
+    s = server([500])
+    started = time.monotonic()
+    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30)
+    assert not result.ok and result.status == 500
+    assert time.monotonic() - started < 5
 
 
-def test_a_site_that_is_still_booting_is_waited_for(tmp_path):
+def test_a_site_that_is_still_booting_is_waited_for(server):
     """503 (Ghost's maintenance page) then 200: the budget is used, the check passes."""
-    import http.server
-    import threading
-
-    answers = iter([503] * 8 + [200] * 100)
-
-    class Booting(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(next(answers))
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Booting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        [result] = run_checks([check(url)], url.rstrip("/"), PUBLIC, budget=30)
-        assert result.ok
-    finally:
-        server.shutdown()
-        server.server_close()
+    s = server([503] * 8 + [200])
+    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30)
+    assert result.ok
+    assert len(s.received) == 9

@@ -18,7 +18,6 @@ from agent.config import (
     load_config,
 )
 from agent.errors import EXIT_CONFIG, ConfigError
-from agent import redact as redact_module
 from agent.redact import redact
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "agent.toml.example"
@@ -39,12 +38,6 @@ path = "/var/www/ghost/content/themes/acme"
 [ghost]
 unit = "ghost_dev1-website-com"
 """
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets(monkeypatch):
-    """Secrets registered by one test must not mask text in another module's tests."""
-    monkeypatch.setattr(redact_module, "_registered", set(redact_module._registered))
 
 
 def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:

@@ -11,37 +11,15 @@ import pytest
 import agent.redact as redact_module
 from agent.config import load_config
 from agent.errors import ConfigError
+from tests.configs import MINIMAL_CONFIG
 
-BASE = """\
-[site]
-name = "dev1"
-flag = "dev1"
-public_url = "https://dev1.website.com"
-content_dir = "/var/www/ghost/content"
-
-[git]
-remote = "{remote}"
-
-[deploy]
-path = "/var/www/ghost/content/themes/acme"
-
-[ghost]
-unit = "ghost_dev1"
-"""
-
-
-@pytest.fixture(autouse=True)
-def _secret_registry():
-    saved = set(redact_module._registered)
-    yield
-    redact_module._registered.clear()
-    redact_module._registered.update(saved)
 
 
 def write(tmp_path, extra: str = "", remote: str = "https://git.example.com/acme/site.git",
           mode: int = 0o600):
     path = tmp_path / "agent.toml"
-    path.write_text(BASE.format(remote=remote) + textwrap.dedent(extra))
+    text = MINIMAL_CONFIG.replace("git@github.com:acme/site.git", remote)
+    path.write_text(text + textwrap.dedent(extra))
     path.chmod(mode)
     return path
 

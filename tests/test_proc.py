@@ -11,19 +11,10 @@ import psutil
 import pytest
 
 from agent import proc
-from agent import redact as redact_module
 from agent.errors import CommandError
 from agent.redact import register_secret
 
 CANARY = "hunter2-CANARY-VALUE"
-
-
-@pytest.fixture(autouse=True)
-def _registry():
-    saved = set(redact_module._registered)
-    yield
-    redact_module._registered.clear()
-    redact_module._registered.update(saved)
 
 
 def py(code: str) -> list[str]:

@@ -8,16 +8,6 @@ from agent import redact as redact_module
 from agent.redact import MASK, redact, redact_url, register_secret
 
 
-@pytest.fixture(autouse=True)
-def _registry():
-    """The registry is module global: start each test empty, restore it afterwards."""
-    saved = set(redact_module._registered)
-    redact_module._registered.clear()
-    yield
-    redact_module._registered.clear()
-    redact_module._registered.update(saved)
-
-
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent import redact as redact_module
 from agent.errors import RemoteError
 from agent.remote import RemoteCache
 from agent.selection import heads_patterns
@@ -22,14 +21,6 @@ from tests.gitremote import GitRemote, SmartHttpGitServer
 
 TIMEOUT = 20.0
 AUTH = ("deploy", "s3cret-pass-CANARY")
-
-
-@pytest.fixture(autouse=True)
-def _registry():
-    saved = set(redact_module._registered)
-    yield
-    redact_module._registered.clear()
-    redact_module._registered.update(saved)
 
 
 def cache_for(tmp_path: Path, url: str, timeout: float = TIMEOUT) -> RemoteCache:

@@ -18,42 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from agent import redact as redact_module
 from agent import setup as agent_setup
 from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from tests.configs import MINIMAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 EXEC = "/opt/ghost-agent/bin/ghost-agent"  # a pip install's command, as setup is told
 SECURITY_LIMIT = 2.0
 
-CONFIG = """\
-[site]
-name = "dev1"
-flag = "dev1"
-public_url = "https://dev1.website.com"
-content_dir = "/var/www/ghost/content"
-
-[git]
-remote = "git@github.com:acme/site.git"
-
-[deploy]
-path = "/var/www/ghost/content/themes/acme"
-
-[ghost]
-unit = "ghost_dev1-website-com"
-"""
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets(monkeypatch):
-    monkeypatch.setattr(redact_module, "_registered", set(redact_module._registered))
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "etc-ghost-agent" / "agent.toml"
     path.parent.mkdir()
-    path.write_text(CONFIG, encoding="utf-8")
+    path.write_text(MINIMAL_CONFIG, encoding="utf-8")
     return path
 
 
@@ -150,7 +129,7 @@ def test_dropin_makes_the_live_dir_and_ci_cd_dir_writable(config: Path, root: Pa
 def test_dropin_adds_state_releases_and_fleet_dirs_outside_the_defaults(tmp_path: Path,
                                                                         root: Path) -> None:
     config = tmp_path / "agent.toml"
-    text = CONFIG.replace('path = "/var/www/ghost/content/themes/acme"\n',
+    text = MINIMAL_CONFIG.replace('path = "/var/www/ghost/content/themes/acme"\n',
                           'path = "/var/www/ghost/content/themes/acme"\n'
                           'releases_dir = "/srv/releases"\n')
     config.write_text(text + textwrap.dedent("""\
@@ -175,7 +154,7 @@ def test_default_config_path_is_not_repeated_and_odd_paths_are_quoted(tmp_path: 
     from agent.config import load_config
 
     path = tmp_path / "agent.toml"
-    path.write_text(CONFIG.replace("/var/www/ghost/content", "/srv/my site/100%/content"))
+    path.write_text(MINIMAL_CONFIG.replace("/var/www/ghost/content", "/srv/my site/100%/content"))
     dropin = agent_setup.render_dropin(load_config(path), agent_setup.DEFAULT_CONFIG_PATH)
     assert "GHOST_AGENT_CONFIG" not in dropin
     assert 'ReadWritePaths="-/srv/my site/100%%/content/files"' in dropin
@@ -285,7 +264,7 @@ def test_dry_run_on_this_machine_touches_nothing(config: Path, monkeypatch) -> N
 
 def test_bad_config_exits_78_naming_every_problem(tmp_path: Path, root: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG.replace('unit = "ghost_dev1-website-com"', 'unit = "-x"')
+    config.write_text(MINIMAL_CONFIG.replace('unit = "ghost_dev1-website-com"', 'unit = "-x"')
                       .replace('flag = "dev1"', 'flag = ""'))
     code, out, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
     assert code == EXIT_CONFIG == 78
@@ -404,7 +383,7 @@ def test_secrets_in_the_credstore_count_as_the_service_will_see_them(tmp_path: P
                                                                      monkeypatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG + "\n[slack]\n")  # the webhook URL comes from the credstore
+    config.write_text(MINIMAL_CONFIG + "\n[slack]\n")  # the webhook URL comes from the credstore
     code, _, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
     assert code == EXIT_CONFIG and "[slack] webhook_url: missing" in err
     store = root / "etc/credstore"
