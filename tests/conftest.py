@@ -149,13 +149,24 @@ def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSyste
 
 
 @pytest.fixture
-def host(tmp_path: Path, git_remote: GitRemote, site_server, fake_systemctl):
-    """A whole host: the git remote, a Ghost stand-in serving the live theme path, the
-    systemctl stand-in, and a config for the real `ghost-agent` command (tests/agentsite.py)."""
+def make_host(tmp_path: Path, git_remote: GitRemote, site_server, fake_systemctl):
+    """Factory: a whole host (tests/agentsite.py) following `flag` on `remote` (default: the
+    git_remote fixture's path): a Ghost stand-in serving the live theme path, the systemctl
+    stand-in, and a config for the real `ghost-agent` command. Several hosts need names."""
     from tests.agentsite import AgentSite
 
-    content = tmp_path / "site" / "content"
-    live = content / "themes" / "acme"
-    live.parent.mkdir(parents=True)
-    site = site_server(live, content_dir=content)
-    return AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl)
+    def make(flag: str = "dev1", *, remote: str | None = None, name: str = "site"):
+        content = tmp_path / name / "content"
+        live = content / "themes" / "acme"
+        live.parent.mkdir(parents=True)
+        site = site_server(live, content_dir=content)
+        return AgentSite(tmp_path / name / "host", remote or str(git_remote.path), site,
+                         fake_systemctl, flag=flag)
+
+    return make
+
+
+@pytest.fixture
+def host(make_host):
+    """A dev1 host: see make_host."""
+    return make_host()

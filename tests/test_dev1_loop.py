@@ -109,12 +109,8 @@ def test_only_the_newest_of_several_commits_is_deployed(host, git_remote):
     assert host.restarts() == 2
 
 
-def test_deploy_over_smart_http(tmp_path, http_git, http_git_remote, site_server,
-                                fake_systemctl):
-    content = tmp_path / "site" / "content"
-    (content / "themes").mkdir(parents=True)
-    site = site_server(content / "themes" / "acme", content_dir=content)
-    host = AgentSite(tmp_path / "host", http_git.repo_url("site.git"), site, fake_systemctl)
+def test_deploy_over_smart_http(make_host, http_git, http_git_remote):
+    host = make_host(remote=http_git.repo_url("site.git"))
     sha = http_git_remote.commit_and_push("dev1", {"index.html": page("B300 http")}, "B300: x")
     result = host.run("once")
     assert result.returncode == 0, result.stderr
@@ -409,13 +405,8 @@ def test_a_no_op_poll_writes_no_state(host, git_remote):
     assert state_file.stat().st_mtime_ns == before
 
 
-def test_unreadable_release_branches_are_reported_once_and_never_deployed(
-        tmp_path, git_remote, site_server, fake_systemctl):
-    content = tmp_path / "site" / "content"
-    (content / "themes").mkdir(parents=True)
-    site = site_server(content / "themes" / "acme", content_dir=content)
-    host = AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl,
-                     flag="staging1*")
+def test_unreadable_release_branches_are_reported_once_and_never_deployed(make_host, git_remote):
+    host = make_host("staging1*")
     git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: x")
     git_remote.branch_from("staging1-next", "staging1-1.3.9", push=True)
     git_remote.branch_from("staging10-9.0", "staging1-1.3.9", push=True)
@@ -428,13 +419,8 @@ def test_unreadable_release_branches_are_reported_once_and_never_deployed(
     assert "ignored:  staging1-next" in host.run("status").stdout
 
 
-def test_staging_follows_the_newest_release_branch_only(tmp_path, git_remote, site_server,
-                                                        fake_systemctl):
-    content = tmp_path / "site" / "content"
-    (content / "themes").mkdir(parents=True)
-    site = site_server(content / "themes" / "acme", content_dir=content)
-    host = AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl,
-                     flag="staging1*")
+def test_staging_follows_the_newest_release_branch_only(make_host, git_remote):
+    host = make_host("staging1*")
     git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: a")
     assert host.run("once").returncode == 0
     assert host.get("/") == (200, page("B1 1.3.9"))

@@ -16,12 +16,8 @@ from tests.slackstub import SlackStub
 WINDOW = '\n[window]\nstart = "03:30"\nminutes = 120\ntimezone = "Europe/Paris"\n'
 
 
-def make_host(tmp_path, name, flag, git_remote, site_server, fake_systemctl, extra=""):
-    content = tmp_path / name / "content"
-    (content / "themes").mkdir(parents=True)
-    site = site_server(content / "themes" / "acme", content_dir=content)
-    host = AgentSite(tmp_path / name / "host", str(git_remote.path), site, fake_systemctl,
-                     flag=flag)
+def prod_host(make_host, name: str, flag: str, extra: str = "") -> AgentSite:
+    host = make_host(flag, name=name)
     host.settings["name"] = name
     host.extra_config = WINDOW + extra
     host.write_config()
@@ -40,18 +36,16 @@ def slack():
         yield stub
 
 
-def test_a_night_of_prod(tmp_path, git_remote, site_server, fake_systemctl, slack):
-    canary = make_host(tmp_path, "asterix-1", "prod-asterix*", git_remote, site_server,
-                       fake_systemctl)
+def test_a_night_of_prod(tmp_path, git_remote, make_host, slack):
+    canary = prod_host(make_host, "asterix-1", "prod-asterix*")
     sites_file = tmp_path / "fleet-sites.txt"
-    bento = make_host(
-        tmp_path, "bento-1", "prod-bento*", git_remote, site_server, fake_systemctl,
+    bento = prod_host(
+        make_host, "bento-1", "prod-bento*",
         extra=(f'\n[promotion]\ncanary_urls = ["{canary.site.url}"]\nbake_minutes = 60\n'
                f'\n[fleet]\nsites_file = "{sites_file}"\nout_dir = "{tmp_path / "fleet"}"\n'
                f'at = "05:00"\ntimezone = "Europe/Paris"\nslack = true\n'
                f'\n[slack]\nwebhook_url = "{slack.webhook_url()}"\n'))
-    late = make_host(tmp_path, "bento-2", "prod-bento*", git_remote, site_server,
-                     fake_systemctl)
+    late = prod_host(make_host, "bento-2", "prod-bento*")
     sites_file.write_text(f"# prod\n{canary.site.url}\n{bento.site.url}\n{late.site.url}\n"
                           "http://127.0.0.1:9\n")
 

@@ -13,12 +13,8 @@ WINDOW = '\n[window]\nstart = "03:30"\nminutes = 60\ntimezone = "Europe/Paris"\n
 
 
 @pytest.fixture
-def prod(tmp_path, git_remote, site_server, fake_systemctl) -> AgentSite:
-    content = tmp_path / "site" / "content"
-    (content / "themes").mkdir(parents=True)
-    site = site_server(content / "themes" / "acme", content_dir=content)
-    host = AgentSite(tmp_path / "host", str(git_remote.path), site, fake_systemctl,
-                     flag="prod-asterix*")
+def prod(make_host) -> AgentSite:
+    host = make_host("prod-asterix*")
     host.settings["name"] = "prod-a1"
     host.extra_config = WINDOW
     host.write_config()

@@ -7,7 +7,6 @@ those documents is rewritten: the bake time is passed over by moving `now`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -194,20 +193,13 @@ class Canaries:
     """Several real hosts following "prod-asterix*" on one git remote, each its own Ghost
     stand-in (serving its ci-cd.json) and its own state, sharing the systemctl stand-in."""
 
-    def __init__(self, tmp_path: Path, git_remote, site_server, fake_systemctl):
-        self.tmp_path = tmp_path
+    def __init__(self, make_host, git_remote):
+        self.make_host = make_host
         self.git_remote = git_remote
-        self.site_server = site_server
-        self.systemctl = fake_systemctl
         self.hosts: dict[str, AgentSite] = {}
 
     def add(self, name: str) -> AgentSite:
-        content = self.tmp_path / name / "content"
-        live = content / "themes" / "acme"
-        live.parent.mkdir(parents=True)
-        site = self.site_server(live, content_dir=content)
-        host = AgentSite(self.tmp_path / name / "host", str(self.git_remote.path), site,
-                         self.systemctl, flag="prod-asterix*")
+        host = self.make_host("prod-asterix*", name=name)
         host.write_config(name=name)
         self.hosts[name] = host
         return host
@@ -231,8 +223,8 @@ class Canaries:
 
 
 @pytest.fixture
-def canaries(tmp_path, git_remote, site_server, fake_systemctl) -> Canaries:
-    return Canaries(tmp_path, git_remote, site_server, fake_systemctl)
+def canaries(make_host, git_remote) -> Canaries:
+    return Canaries(make_host, git_remote)
 
 
 def test_check_promotion_against_real_canary_sites(canaries):
