@@ -7,6 +7,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a deploy did not succeed (rolled back or failed)
 EXIT_TEMPFAIL = 75  # temporary trouble: remote unreachable, lock held (sysexits EX_TEMPFAIL)
 EXIT_CONFIG = 78  # bad configuration (sysexits EX_CONFIG)
+EXIT_USAGE = 2  # bad command line (argparse's own status)
+EXIT_SOFTWARE = 70  # an unexpected internal error (sysexits EX_SOFTWARE)
 
 
 class AgentError(Exception):
@@ -36,6 +38,12 @@ class TemporaryError(AgentError):
     """Trouble that may pass by itself: the next cycle tries again."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class HostError(TemporaryError):
+    """The host failed the agent (a full disk, a read-only or failing file system, too many
+    open files, a permission taken away): not the commit's fault, so never quarantined; the
+    same commit is tried again on a later poll."""
 
 
 class RemoteError(TemporaryError):

@@ -13,6 +13,8 @@ class Snapshot:
     """The remote's branch heads that matter to this host, as read by one ls-remote."""
 
     heads: dict[str, str]  # branch name -> 40-hex commit
+    # Branch names that are not UTF-8, shown with \xNN escapes; never deployed.
+    undecodable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
