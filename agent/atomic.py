@@ -32,7 +32,9 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     `path`, if any, is left untouched. Parent directories are not created.
     """
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    # "backslashreplace": a stray surrogate (undecodable bytes let through somewhere) must
+    # never make a state or ci-cd file unwritable.
+    payload = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
     directory = path.parent
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.tmp-")
     tmp = Path(tmp_name)

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.config import config_path, load_config
 from agent.setup import add_arguments as add_setup_arguments
-from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, AgentError, ConfigError
+from agent.errors import (EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, AgentError,
+                          ConfigError)
+from agent.redact import redact
+from agent.text import one_line
 
 log = logging.getLogger("agent")
 
@@ -96,6 +99,8 @@ class _JournalFormatter(logging.Formatter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. Returns the exit status (see errors.py); never a bare traceback:
+    a known error is one line, anything else is one line and 70 (the traceback with --debug)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     try:
@@ -111,6 +116,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+    except Exception as exc:  # noqa: BLE001 - the one catch-all for the unexpected
+        if args.debug:
+            log.exception("ghost-agent %s", args.command)
+        detail = redact(one_line(f"{type(exc).__name__}: {exc}"))[:300]
+        print(f"ghost-agent {args.command}: unexpected error ({detail}); rerun with --debug "
+              "for the traceback", file=sys.stderr)
+        return EXIT_SOFTWARE
+
+
+def _reader_went_away() -> int:
+    """`ghost-agent status | head -1`: the reader closed the pipe. Stop quietly, as git and
+    coreutils do; stdout goes to /dev/null so the interpreter's own flush at exit is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
 
 
 def _check_commits(args: argparse.Namespace) -> int:

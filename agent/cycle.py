@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent import clock, publish, selection, window
+from agent import clock, failpoints, publish, selection, window
 from agent.cards import release_cards
 from agent.checks import run_checks
 from agent.config import Config
-from agent.errors import AgentError, CommandError, DeployError, RemoteError
-from agent.models import DeployRecord, Release, Target
+from agent.errors import (AgentError, CommandError, DeployError, HostError, RemoteError,
+                          TemporaryError)
+from agent.models import Attempt, DeployRecord, Release, Target
 from agent.notifiers import Fanout, Notifier
 from agent.releases import Releases
 from agent.remote import RemoteCache
@@ -31,7 +32,12 @@ from agent.state import State, StateStore
 log = logging.getLogger("agent")
 
 
-PENDING_REASONS = ("waiting", "quarantined", "held", "canary")
+PENDING_REASONS = ("waiting", "quarantined", "held", "canary", "retrying")
+# Problems Slack is told of (once per kind until they clear); a remote that is down for a
+# poll or two is only shown in `status`.
+ALERTED_KINDS = ("host", "internal", "publish", "live")
+_RELEASE_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-z]+$")  # releases.py names them so
+RETRY_MAX_SECONDS = 900  # the longest wait before a commit that met a host fault is retried
 
 
 def spread_offset(window_config) -> timedelta:
@@ -90,28 +96,36 @@ class Agent:
 
     # -- the commands --------------------------------------------------------------------
     def once(self, trigger: str = "poll") -> Outcome:
-        """Look at the remote and deploy if a target is due."""
+        """Look at the remote and deploy if a target is due.
+
+        Raises RemoteError/HostError (temporary, exit 75), LockBusy (75), StateError (78).
+        """
         with self.store:
-            state = self.store.load()
+            state = self._load()
             loaded = state.to_dict()
             recovered = self._recover(state)
+            self._catch_up(state)
+            self._heal_live(state)
             try:
                 snapshot = self.remote.heads(selection.heads_patterns(self.config.site.flag))
             except RemoteError as exc:
-                if state.last_problem != exc.message:
-                    state.last_problem = exc.message
-                    self.store.save(state)
+                self._problem(state, "remote", exc.message)
+                self._save_quietly(state)
                 raise
-            state.last_problem = None
+            failpoints.hit("after-ls-remote")
+            self._passed(state, "remote")
             picked = selection.select(snapshot, self.config.site.flag)
-            for branch in sorted(set(picked.unreadable) - set(state.unreadable)):
+            unreadable = [*picked.unreadable, *snapshot.undecodable]
+            for branch in sorted(set(unreadable) - set(state.unreadable)):
                 log.warning("branch %s: its version cannot be read; it is never deployed", branch)
-            state.unreadable = list(picked.unreadable)
+            state.unreadable = unreadable
             target = picked.target
             if target and (not state.seen or state.seen.get("commit") != target.commit):
                 # "at" is when this head was first seen: how long a target has waited.
                 state.seen = {"branch": target.branch, "commit": target.commit,
                               "at": clock.iso(self.now())}
+            if state.retry and (target is None or state.retry.get("commit") != target.commit):
+                state.retry = None  # the branch moved on: the new head starts afresh
             reason = self._why_not(state, target)
             if reason is not None:
                 return self._settle(state, target, reason, recovered,
@@ -121,21 +135,53 @@ class Agent:
             record = self._deploy(state, target, trigger)
             return _outcome_of(record)
 
+    def report_problem(self, kind: str, message: str) -> None:
+        """Record a problem met outside a cycle's own handling (e.g. an unexpected error in
+        `run`) for `status`, and tell Slack once per kind. Never raises."""
+        try:
+            with self.store:
+                state = self.store.load()
+                self._problem(state, kind, message)
+                self.store.save(state)
+        except Exception as exc:  # noqa: BLE001 - reporting must not become a second failure
+            log.warning("cannot record the problem %s: %s", kind, exc)
+
     def deploy_ref(self, ref: str | None) -> Outcome:
-        """Deploy now, outside the window and despite quarantine (an operator's override)."""
+        """Deploy now, outside the window and despite quarantine (an operator's override).
+
+        When the commit is not the head the flag follows, that head is held back (like after
+        a rollback) until its branch moves, so the next poll does not undo the operator."""
         with self.store:
-            state = self.store.load()
+            state = self._load()
             self._recover(state)
+            self._catch_up(state)
             target = self._resolve_ref(ref)
             state.quarantine.pop(target.commit, None)
+            state.retry = None
             record = self._deploy(state, target, "manual")
+            if record.outcome == "deployed":
+                self._hold_back_head(state, target)
             return _outcome_of(record)
+
+    def _hold_back_head(self, state: State, deployed: Target) -> None:
+        flag = self.config.site.flag
+        try:
+            head = selection.select(self.remote.heads(selection.heads_patterns(flag)), flag).target
+        except RemoteError:
+            return
+        if head and head.commit != deployed.commit:
+            state.quarantine[head.commit] = {
+                "branch": head.branch, "at": clock.iso(self.now()),
+                "reason": f"held back: {deployed.commit[:7]} was deployed by hand; "
+                          f"{head.branch} deploys again when it moves"}
+            self.store.save(state)
 
     def rollback(self) -> Outcome:
         """Make the previous verified release live again: switch, restart, verify."""
         with self.store:
-            state = self.store.load()
+            state = self._load()
             self._recover(state)
+            self._catch_up(state)
             current, previous = state.current, state.previous
             if current is None or previous is None or not Path(previous.dir).is_dir():
                 raise DeployError("no previous release on disk to roll back to")
@@ -156,12 +202,12 @@ class Agent:
                     f"{current.commit[:7]} is live again" if ok_again
                     else f"{current.commit[:7]} is live again but does not verify either")
                 outcome, live = "failed", current
+            attempt = Attempt("rollback", Target(previous.branch, previous.commit,
+                                                 previous.version), current.commit, started)
             record = self._record(
-                state, trigger="rollback", target=Target(previous.branch, previous.commit,
-                                                         previous.version),
-                previous_commit=current.commit, outcome=outcome, started=started,
-                checks=checks, error=None if ok else error, live_commit=live.commit,
-                journal=journal if not ok else [], step=None if ok else "checks")
+                state, attempt, outcome=outcome, checks=checks, error=None if ok else error,
+                live_commit=live.commit, journal=journal if not ok else [],
+                step=None if ok else "checks")
             if ok:
                 return Outcome(f"rolled back to {previous.branch} {previous.commit[:7]}", record)
             return _outcome_of(record)
@@ -210,8 +256,18 @@ class Agent:
             return "up to date"
         if target.commit in state.quarantine:
             why = state.quarantine[target.commit]
-            return f"quarantined: {target.commit[:7]} failed ({why.get('reason', '')})"
-        if target.version_key and current and current.version:
+            if why.get("live_path") and why["live_path"] != self.releases.live_path_signature():
+                state.quarantine.pop(target.commit)  # the operator changed the live path
+            elif why.get("reason", "").startswith("held back"):
+                return f"held back: {target.commit[:7]}: {why['reason']}"
+            else:
+                return f"quarantined: {target.commit[:7]} failed ({why.get('reason', '')})"
+        if state.retry and state.retry.get("commit") == target.commit:
+            next_at = clock.parse_time(state.retry.get("next_at"))
+            if next_at and self.now() < next_at:
+                return (f"retrying {target.commit[:7]} at {clock.iso(next_at)} after a host "
+                        f"fault: {state.retry.get('cause', '')}")
+        if target.version_key and current and current.version and self._same_flag(current):
             current_key = selection.parse_version(current.version)
             if current_key and target.version_key < current_key:
                 # The newest release branch was deleted: a deleted branch changes nothing live.
@@ -228,6 +284,14 @@ class Agent:
                 return why
             log.info("%s", why)
         return None
+
+    def _same_flag(self, release: Release) -> bool:
+        """Whether the live release came from a branch of this host's flag: after the flag was
+        changed (staging1* -> prod-asterix*), the new flag's versions are not compared with
+        the old one's."""
+        flag = self.config.site.flag
+        return selection.is_release_flag(flag) and \
+            selection.release_version(release.branch, flag[:-1])[0] is not None
 
     def _canary_verdict(self, version: str) -> tuple[bool, str]:
         """Ask the canary sites (only inside the window), at most once a minute per version."""
@@ -254,10 +318,11 @@ class Agent:
             and state.notified_pending != target.commit
         if announce:
             state.notified_pending = target.commit
-        if changed or pending_changed or announce:  # a no-op poll writes nothing
-            self.store.save(state)
+        published = True
         if pending_changed or recovered:
-            self._publish(state)
+            published = self._publish(state)
+        if changed or pending_changed or announce or not published:  # a no-op poll writes nothing
+            self.store.save(state)
         if announce:
             self.notifier.pending(self.config.site.name, pending)
         if recovered:
@@ -289,72 +354,128 @@ class Agent:
     # -- deploying -----------------------------------------------------------------------
     def _deploy(self, state: State, target: Target, trigger: str) -> DeployRecord:
         cfg = self.config
-        started = self.now()
         current = state.current
-        previous_commit = current.commit if current else None
+        attempt = Attempt(trigger, target, current.commit if current else None, self.now())
         log.info("deploying %s %s (trigger %s)", target.branch, target.commit[:7], trigger)
 
-        self.remote.fetch(target.branch, target.commit)  # RemoteError: temporary, no record
-        commits, rewritten = self.remote.log(target.commit, previous_commit)
-        cards, uncarded = release_cards(commits, re.compile(cfg.cards.pattern))
-        base = dict(state=state, trigger=trigger, target=target, previous_commit=previous_commit,
-                    started=started, cards=cards, uncarded=uncarded, rewritten=rewritten)
-        if cfg.cards.require and uncarded and trigger != "manual":
-            shas = ", ".join(sha[:7] for sha in uncarded[:10])
-            error = f"{len(uncarded)} commit(s) without a card ID ({shas}); [cards] require = true"
+        odd = getattr(self.releases, 'live_path_problem', lambda: None)()  # TEMP
+        if odd:  # before staging: nothing is staged again until the path or the commit changes
+            self._quarantine(state, target, odd, live_path=self.releases.live_path_signature())
+            return self._record(state, attempt, outcome="failed", step="switch", error=odd,
+                                live_commit=attempt.previous_commit)
+        attempt = self._fetch(state, attempt)
+        if cfg.cards.require and attempt.uncarded and trigger != "manual":
+            shas = ", ".join(sha[:7] for sha in attempt.uncarded[:10])
+            error = (f"{len(attempt.uncarded)} commit(s) without a card ID ({shas}); "
+                     "[cards] require = true")
             self._quarantine(state, target, error)
-            return self._record(**base, outcome="failed", step="cards", error=error,
-                                live_commit=previous_commit)
+            return self._record(state, attempt, outcome="failed", step="cards", error=error,
+                                live_commit=attempt.previous_commit)
 
         staging = None
+        step = "stage"
         try:
-            staging = self.releases.stage(target.commit, started,
+            staging = self.releases.stage(target.commit, attempt.started,
                                           lambda d: self.remote.export(target.commit, d))
+            step = "build"
             self.releases.build(staging, cfg.deploy.build, cfg.deploy.build_timeout_seconds)
-        except (DeployError, CommandError, OSError) as exc:
-            if staging:
-                self.releases.discard(staging)
-            message = getattr(exc, "message", None) or f"{exc}"
-            self._quarantine(state, target, f"build failed: {message}")
-            return self._record(**base, outcome="failed", step="build",
-                                error=f"build failed: {message}", live_commit=previous_commit)
+        except HostError as exc:
+            self._discard(staging)
+            self._host_fault(state, target, exc)
+        except (DeployError, CommandError) as exc:
+            self._discard(staging)
+            error = f"{step} failed: {exc.message}"
+            self._quarantine(state, target, error)
+            self._passed(state, "host")
+            return self._record(state, attempt, outcome="failed", step=step, error=error,
+                                live_commit=attempt.previous_commit)
+        except OSError as exc:
+            self._discard(staging)
+            self._host_fault(state, target, HostError(f"{step} failed: {exc}"))
+        state.retry = None
+        self._passed(state, "host")
         if self.stop_requested():
-            self.releases.discard(staging)
+            self._discard(staging)
             raise Interrupted("stop requested before the switch; the live site is untouched")
 
-        release_dir = self.releases.finish(staging)
+        release_dir = None
         try:
-            live_before = self.releases.live() or self.releases.adopt_existing(started)
-        except DeployError as exc:
-            self.releases.discard(release_dir)
+            release_dir = self.releases.finish(staging)
+            failpoints.hit("after-rename")
+            live_before = self.releases.live() or self.releases.adopt_existing(attempt.started)
+            state.inflight = {
+                "branch": target.branch, "commit": target.commit, "version": target.version,
+                "dir": str(release_dir), "previous_dir": str(live_before) if live_before else None,
+                "previous_commit": attempt.previous_commit, "trigger": trigger,
+                "started_at": clock.iso(attempt.started), "cards": attempt.cards,
+                "uncarded_commits": attempt.uncarded, "phase": "verifying",
+            }
+            self.store.save(state)  # before the switch: a kill from here on is recovered
+        except DeployError as exc:  # e.g. a hand-installed theme that cannot be adopted
+            self._discard(release_dir or staging)
+            state.inflight = None
             self._quarantine(state, target, exc.message)
-            return self._record(**base, outcome="failed", step="switch", error=exc.message,
-                                live_commit=previous_commit)
-        state.inflight = {
-            "branch": target.branch, "commit": target.commit, "version": target.version,
-            "dir": str(release_dir), "previous_dir": str(live_before) if live_before else None,
-            "previous_commit": previous_commit, "trigger": trigger,
-            "started_at": clock.iso(started), "cards": cards, "uncarded_commits": uncarded,
-            "phase": "verifying",
-        }
-        self.store.save(state)  # before the switch: a kill from here on is recovered
-        self.releases.switch(release_dir)
-        del base["state"]
-        return self._verify_or_roll_back(state, **base)
+            return self._record(state, attempt, outcome="failed", step="switch",
+                                error=exc.message, live_commit=attempt.previous_commit)
+        except BaseException:
+            self._discard(release_dir or staging)  # nothing may pile up in releases_dir
+            state.inflight = None
+            raise
+        failpoints.hit("after-inflight-record")
+        try:
+            self.releases.switch(release_dir)
+        except (OSError, DeployError) as exc:  # the old link is still in place
+            self._discard(release_dir)
+            state.inflight = None
+            self._save_quietly(state)
+            if isinstance(exc, OSError):
+                self._host_fault(state, target, HostError(f"switch failed: {exc}"))
+            raise
+        failpoints.hit("after-switch")
+        return self._verify_or_roll_back(state, attempt)
 
-    def _verify_or_roll_back(self, state: State, *, trigger: str, target: Target,
-                             previous_commit: str | None, started: datetime, cards: list[str],
-                             uncarded: list[str], rewritten: bool) -> DeployRecord:
+    def _fetch(self, state: State, attempt: Attempt) -> Attempt:
+        """Fetch the target and read its commits' cards. A failure here is a problem shown in
+        `status` naming the commit that waits; it clears when the fetch passes."""
+        target = attempt.target
+        try:
+            self.remote.fetch(target.branch, target.commit)
+            commits, rewritten = self.remote.log(target.commit, attempt.previous_commit)
+        except (RemoteError, DeployError) as exc:
+            message = f"{exc.message}; {target.branch} {target.commit[:7]} waits"
+            self._problem(state, "fetch", message)
+            self._save_quietly(state)
+            raise exc if isinstance(exc, TemporaryError) else RemoteError(exc.message) from None
+        self._passed(state, "fetch")
+        cards, uncarded = release_cards(commits, re.compile(self.config.cards.pattern))
+        return Attempt(attempt.trigger, target, attempt.previous_commit, attempt.started,
+                       cards, uncarded, rewritten)
+
+    def _host_fault(self, state: State, target: Target, exc: HostError) -> None:
+        """Not the commit's fault: no quarantine; the same commit is tried again later, the
+        wait doubling from poll_seconds up to RETRY_MAX_SECONDS. Always raises exc."""
+        retry = state.retry if state.retry and state.retry.get("commit") == target.commit \
+            else {"commit": target.commit, "attempts": 0}
+        attempts = int(retry.get("attempts") or 0) + 1
+        delay = min(max(self.config.git.poll_seconds, 1.0) * 2 ** (attempts - 1),
+                    RETRY_MAX_SECONDS)
+        state.retry = {"commit": target.commit, "attempts": attempts, "cause": exc.message,
+                       "next_at": clock.iso(self.now() + timedelta(seconds=delay))}
+        self._problem(state, "host", f"{exc.message} ({target.branch} {target.commit[:7]} is "
+                                     f"tried again in {delay:g}s)")
+        self._save_quietly(state)
+        raise exc
+
+    def _verify_or_roll_back(self, state: State, attempt: Attempt) -> DeployRecord:
         inflight = _inflight(state)
-        base = dict(state=state, trigger=trigger, target=target, previous_commit=previous_commit,
-                    started=started, cards=cards, uncarded=uncarded, rewritten=rewritten)
+        target = attempt.target
         ok, checks, error, journal = self._restart_and_verify()
         if ok:
             state.releases.insert(0, Release(target.commit, target.branch, target.version,
                                              inflight["dir"], clock.iso(self.now())))
             state.quarantine.pop(target.commit, None)
             state.inflight = None
-            record = self._record(**base, outcome="deployed", checks=checks,
+            record = self._record(state, attempt, outcome="deployed", checks=checks,
                                   live_commit=target.commit)
             self._prune(state)
             return record
@@ -367,14 +488,15 @@ class Agent:
         self.releases.discard(Path(inflight["dir"]))
         state.inflight = None
         step = "restart" if error.startswith("restart") else "checks"
-        return self._record(**base, outcome=outcome, checks=checks, error=error, step=step,
-                            journal=journal, live_commit=live_commit)
+        return self._record(state, attempt, outcome=outcome, checks=checks, error=error,
+                            step=step, journal=journal, live_commit=live_commit)
 
     def _roll_back(self, state: State, error: str) -> tuple[str, str | None, str]:
         """Put back what was live before the deploy; (outcome, live commit, error)."""
         inflight = _inflight(state)
         previous_dir = inflight["previous_dir"]
         self.releases.switch(Path(previous_dir) if previous_dir else None)
+        failpoints.hit("during-switch-back")
         if previous_dir is None:
             return "failed", None, f"{error}; nothing to roll back to"
         ok, _, rollback_error, _ = self._restart_and_verify()
@@ -392,12 +514,126 @@ class Agent:
             return False, [], exc.message, self.ghost.journal_tail()
         results = run_checks(cfg.checks, cfg.site.local_url, cfg.site.public_url,
                              cfg.ghost.verify_seconds, sleep=self.sleep)
+        failpoints.hit("during-checks")
         checks = [r.to_dict() for r in results]
         failed = [r for r in results if not r.ok]
         if not failed:
             return True, checks, None, []
         error = "checks failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed)
         return False, checks, error, self.ghost.journal_tail()
+
+    # -- healing: what the host says wins over what the agent remembers ------------------
+    def _load(self) -> State:
+        """The state, or, when state.json is missing, what the disk says: see _take_over."""
+        state = self.store.load()
+        if state.current is None and state.inflight is None and not state.history:
+            self._take_over(state)
+        return state
+
+    def _take_over(self, state: State) -> None:
+        """state.json was moved aside: take over the release the live link points at (no
+        redeploy, no restart) and rebuild the releases and the history from the release
+        directories and the published ci-cd.json, so that rollback keeps working."""
+        live = self.releases.live()
+        if live is None or not live.is_dir():
+            return
+        doc = self._published()
+        deploys = [d for d in doc.get("deploys") or [] if isinstance(d, dict)]
+        current = doc.get("current") if isinstance(doc.get("current"), dict) else {}
+        known = {d.get("commit"): d for d in reversed(deploys) if d.get("outcome") == "deployed"}
+        if current.get("commit"):
+            known[current["commit"]] = {**known.get(current["commit"], {}), **current}
+        dirs = {}
+        for entry in _release_dirs(self.releases.dir):
+            commit = next((c for c in known if isinstance(c, str)
+                           and entry.name.endswith(f"-{c[:12]}")), None)
+            if commit:
+                dirs[entry.resolve()] = commit
+        if live not in dirs:
+            return  # a release no record names: the normal cycle deploys over it
+        # The live one first, then the others newest first (their names start with the time).
+        order = [live, *sorted((d for d in dirs if d != live), key=lambda d: d.name,
+                               reverse=True)]
+        state.releases = [
+            Release(dirs[d], str(known[dirs[d]].get("branch") or "?"),
+                    known[dirs[d]].get("version"), str(d),
+                    str(known[dirs[d]].get("since") or known[dirs[d]].get("finished_at") or ""))
+            for d in order]
+        state.history = deploys[:self.config.agent.history]
+        log.warning("%s was missing: took over the live release %s (%s) and rebuilt %d "
+                    "release(s) and %d history record(s) from the disk and ci-cd.json",
+                    self.store.path, state.releases[0].commit[:7], live.name,
+                    len(state.releases), len(state.history))
+        self.store.save(state)
+
+    def _published(self) -> dict:
+        """The ci-cd.json this host published last, or {} when it cannot be read."""
+        import json
+
+        try:
+            doc = json.loads((self.config.site.ci_cd_dir / "ci-cd.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _heal_live(self, state: State) -> None:
+        """The live link must lead to a release directory that exists: when the live release
+        was removed by hand, export the live commit again and put the site back."""
+        current = state.current
+        if current is None or state.inflight is not None:
+            return
+        live = self.releases.live()
+        if live is not None and live.is_dir():
+            return
+        if live is None and self.releases.live_path.exists():
+            return  # a plain directory or file: the deploy's own checks deal with it
+        if live is not None and live.parent != self.releases.dir.resolve() \
+                and Path(current.dir).resolve() != live:
+            return  # a link the operator pointed elsewhere: live_path_problem names it
+        log.warning("the live release %s is gone from %s; restoring %s %s", live or "",
+                    self.releases.dir, current.branch, current.commit[:7])
+        attempt = Attempt("repair", Target(current.branch, current.commit, current.version),
+                          current.commit, self.now())
+        restored = None
+        try:
+            if not Path(current.dir).is_dir():
+                self.remote.fetch(current.branch, current.commit)
+                restored = self.releases.stage(current.commit, attempt.started,
+                                               lambda d: self.remote.export(current.commit, d))
+                self.releases.build(restored, self.config.deploy.build,
+                                    self.config.deploy.build_timeout_seconds)
+                restored = self.releases.finish(restored)
+                state.releases[0] = Release(current.commit, current.branch, current.version,
+                                            str(restored), current.since)
+            self.releases.switch(Path(state.releases[0].dir))
+        except (AgentError, OSError) as exc:
+            self._discard(restored)
+            message = getattr(exc, "message", None) or str(exc)
+            log.error("cannot restore the live release: %s", message)
+            self._problem(state, "live", f"the live release of {current.commit[:7]} is gone "
+                                         f"and cannot be restored: {message}")
+            self._save_quietly(state)
+            return
+        ok, checks, error, journal = self._restart_and_verify()
+        self._passed(state, "live")
+        self._record(state, attempt, outcome="deployed" if ok else "failed", checks=checks,
+                     error=None if ok else f"restored the missing live release: {error}",
+                     step=None if ok else "checks", journal=journal,
+                     live_commit=current.commit)
+
+    def _catch_up(self, state: State) -> None:
+        """Finish what a killed run left undone after its record: the ci-cd files and the
+        messages of records not yet announced."""
+        if state.unpublished:
+            self._publish(state)
+            self._save_quietly(state)
+        if state.unannounced:
+            for data in list(state.history):
+                record = DeployRecord.from_dict(data)
+                if record.key in state.unannounced:
+                    self.notifier.deployed(record)
+            state.unannounced = []
+            self._save_quietly(state)
 
     def _recover(self, state: State) -> DeployRecord | None:
         """Finish a deploy that a killed run left between switch and verdict."""
@@ -408,21 +644,19 @@ class Agent:
         target = Target(inflight["branch"], inflight["commit"], inflight.get("version"),
                         selection.parse_version(inflight["version"])
                         if inflight.get("version") else None)
-        started = datetime.fromisoformat(inflight["started_at"])
-        base = dict(trigger="recovery", target=target,
-                    previous_commit=inflight.get("previous_commit"), started=started,
-                    cards=inflight.get("cards", []), uncarded=inflight.get("uncarded_commits", []),
-                    rewritten=False)
+        attempt = Attempt("recovery", target, inflight.get("previous_commit"),
+                          datetime.fromisoformat(inflight["started_at"]),
+                          inflight.get("cards", []), inflight.get("uncarded_commits", []))
         new_dir = Path(inflight["dir"])
         log.warning("a run was interrupted while deploying %s; recovering", target.commit[:7])
         if inflight.get("phase") == "verifying" and live == new_dir.resolve():
-            return self._verify_or_roll_back(state, **base)
+            return self._verify_or_roll_back(state, attempt)
         if inflight.get("phase") == "rolling_back":
             outcome, live_commit, error = self._roll_back(state, "interrupted while rolling back")
             self._quarantine(state, target, error)
             self.releases.discard(new_dir)
             state.inflight = None
-            return self._record(state, **base, outcome=outcome, error=error, step="checks",
+            return self._record(state, attempt, outcome=outcome, error=error, step="checks",
                                 live_commit=live_commit)
         # Killed before the switch took effect: the old release is still live. Nothing to record;
         # the normal cycle deploys the target again.
@@ -431,59 +665,120 @@ class Agent:
         self.store.save(state)
         return None
 
+    # -- problems ------------------------------------------------------------------------
+    def _problem(self, state: State, kind: str, message: str) -> None:
+        """Show a problem in `status`; Slack hears of each alerted kind once until it clears.
+        (The log line is the caller's: most raise, and the CLI or the service loop says it.)"""
+        state.problems.pop(kind, None)
+        state.problems[kind] = message  # the newest last
+        state.problem_kind, state.last_problem = kind, message
+        if kind.startswith(ALERTED_KINDS) and kind not in state.alerted:
+            state.alerted.append(kind)
+            self.notifier.alert(self.config.site.name, kind, message)
+
+    def _passed(self, state: State, *kinds: str) -> None:
+        """The step behind these kinds of problem worked: clear them."""
+        for kind in kinds:
+            state.problems.pop(kind, None)
+        state.alerted = [k for k in state.alerted if k not in kinds]
+        if state.problem_kind in kinds or (state.problem_kind and not state.problems):
+            state.problem_kind, state.last_problem = next(
+                reversed(state.problems.items()), (None, None))
+
+    def _save_quietly(self, state: State) -> None:
+        """Save when a failure is already on its way up: a full disk must not hide it."""
+        try:
+            self.store.save(state)
+        except HostError as exc:
+            log.warning("%s", exc.message)
+
+    def _discard(self, path: Path | None) -> None:
+        if path is not None:
+            self.releases.discard(path)
+
     # -- recording -----------------------------------------------------------------------
-    def _record(self, state: State, *, trigger: str, target: Target,
-                previous_commit: str | None, outcome: str, started: datetime,
-                cards: list[str] | None = None, uncarded: list[str] | None = None,
-                rewritten: bool = False, checks: list[dict] | None = None,
-                error: str | None = None, step: str | None = None,
-                journal: list[str] | None = None, live_commit: str | None = None) -> DeployRecord:
+    def _record(self, state: State, attempt: Attempt, *, outcome: str,
+                checks: list[dict] | None = None, error: str | None = None,
+                step: str | None = None, journal: list[str] | None = None,
+                live_commit: str | None = None) -> DeployRecord:
+        """The one result of an attempt: saved with the state first, then published and
+        announced; what a kill interrupts after the save is caught up by the next run."""
         finished = self.now()
+        target = attempt.target
         record = DeployRecord(
-            trigger=trigger, branch=target.branch, version=target.version,
-            commit=target.commit, previous_commit=previous_commit, outcome=outcome,
-            started_at=clock.iso(started), finished_at=clock.iso(finished),
-            cards=cards or [], uncarded_commits=uncarded or [], checks=checks or [],
+            trigger=attempt.trigger, branch=target.branch, version=target.version,
+            commit=target.commit, previous_commit=attempt.previous_commit, outcome=outcome,
+            started_at=clock.iso(attempt.started), finished_at=clock.iso(finished),
+            cards=attempt.cards, uncarded_commits=attempt.uncarded, checks=checks or [],
             error=error, site=self.config.site.name, live_commit=live_commit, step=step,
-            journal_tail=journal or [], history_rewritten=rewritten,
-            duration_ms=int((finished - started).total_seconds() * 1000),
+            journal_tail=journal or [], history_rewritten=attempt.rewritten,
+            duration_ms=int((finished - attempt.started).total_seconds() * 1000),
         )
         state.add_record(record, self.config.agent.history)
         if state.pending and state.pending.get("commit") == target.commit:
             state.pending = None
+        state.unpublished = True
+        state.unannounced.append(record.key)
         self.store.save(state)
         log.log(logging.INFO if outcome == "deployed" else logging.ERROR,
                 "%s %s %s%s", outcome, target.branch, target.commit[:7],
                 f": {error}" if error else "")
         self._publish(state)
         self.notifier.deployed(record)
+        state.unannounced.remove(record.key)
+        self._save_quietly(state)
         return record
 
-    def _quarantine(self, state: State, target: Target, reason: str) -> None:
-        state.quarantine[target.commit] = {"branch": target.branch, "reason": reason[:500],
-                                           "at": clock.iso(self.now())}
+    def _quarantine(self, state: State, target: Target, reason: str,
+                    live_path: str | None = None) -> None:
+        entry = {"branch": target.branch, "reason": reason[:500], "at": clock.iso(self.now())}
+        if live_path:
+            entry["live_path"] = live_path  # lifted when the operator changes the path
+        state.quarantine[target.commit] = entry
 
     def _prune(self, state: State) -> None:
         keep = self.config.deploy.keep
         del state.releases[keep:]
         self.store.save(state)
-        self.releases.prune(Path(r.dir) for r in state.releases)
+        # Besides what the state keeps: the newest release directory before the live one is
+        # the previous release by the disk's account (a state file lost or edited by hand).
+        dirs = sorted(_release_dirs(self.releases.dir), key=lambda d: d.name)
+        self.releases.prune([*(Path(r.dir) for r in state.releases), *dirs[-2:]])
 
-    def _publish(self, state: State) -> None:
-        """Write the ci-cd files. A failure here is logged, never fails the deploy."""
+    def _publish(self, state: State) -> bool:
+        """Write the ci-cd files; True when they were written. A failure here never fails the
+        deploy: it is a problem shown in `status` and the next cycle writes them again."""
         site = self.config.site
         current = state.current
         doc = publish.build_document(
             site=site.name, flag=site.flag, now=self.now(), public_url=site.public_url,
             current=({"branch": current.branch, "commit": current.commit,
                       "version": current.version, "since": current.since} if current else None),
-            pending=state.pending, deploys=state.history,
+            pending=state.pending,
+            deploys=publish.public_deploys(state.history, getattr(getattr(self.config, 'publish', None), 'journal_tail', False)),  # TEMP
             extra={"hold": state.hold} if state.hold else None,
         )
         try:
             publish.publish(site.ci_cd_dir, doc)
         except OSError as exc:
-            log.error("cannot write the ci-cd files in %s: %s", site.ci_cd_dir, exc.strerror)
+            log.error("cannot write the ci-cd files in %s: %s", site.ci_cd_dir,
+                      exc.strerror or exc)
+            self._problem(state, "publish", f"cannot write the ci-cd files in {site.ci_cd_dir}: "
+                                            f"{exc.strerror or exc}")
+            state.unpublished = True
+            return False
+        state.unpublished = False
+        self._passed(state, "publish")
+        return True
+
+
+def _release_dirs(releases_dir: Path) -> list[Path]:
+    """The finished release directories (not the hidden staging ones), in name order."""
+    try:
+        return sorted(d for d in releases_dir.iterdir()
+                      if _RELEASE_NAME.match(d.name) and d.is_dir() and not d.is_symlink())
+    except OSError:
+        return []
 
 
 def _inflight(state: State) -> dict:

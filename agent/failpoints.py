@@ -1,4 +1,5 @@
-"""Failpoints: named places where a fault test can make the agent SIGKILL itself.
+"""Failpoints: named places where a fault test can make the agent SIGKILL itself (or raise
+an unexpected error).
 
 `GHOST_AGENT_FAILPOINTS="during-build=kill,after-switch=kill"` arms points for one process
 (read once, at the first `hit`). Unset, `hit` is one dict lookup on an empty dict.
@@ -17,7 +18,7 @@ POINTS = (
     "after-inflight-record", "after-switch", "during-restart", "during-checks",
     "during-switch-back", "during-publish", "during-spool-write",
 )
-ACTIONS = ("kill",)
+ACTIONS = ("kill", "raise")  # raise: an unexpected RuntimeError, for the catch-all's tests
 
 _armed: dict[str, str] | None = None
 
@@ -41,6 +42,9 @@ def hit(point: str) -> None:
     global _armed
     if _armed is None:
         _armed = parse(os.environ.get(ENV, ""))
-    if _armed and _armed.get(point) == "kill":
+    action = _armed.get(point) if _armed else None
+    if action == "kill":
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "raise":
+        raise RuntimeError(f"failpoint {point}")

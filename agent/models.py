@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 OUTCOMES = ("deployed", "rolled_back", "failed")
@@ -33,6 +35,19 @@ class Selection:
 
     target: Target | None
     unreadable: tuple[str, ...] = ()  # release-looking branches whose version cannot be read
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One deploy attempt as the cycle carries it from the fetch to its record."""
+
+    trigger: str  # poll | webhook | manual | recovery
+    target: Target
+    previous_commit: str | None
+    started: datetime  # aware UTC
+    cards: list[str] = field(default_factory=list)
+    uncarded: list[str] = field(default_factory=list)
+    rewritten: bool = False  # the live commit is no longer an ancestor (force-push)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,14 @@ class DeployRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """16 hex digits naming this record (site, commit, outcome, start, trigger): a record
+        is announced once, even when a kill makes the next run announce it again."""
+        text = "|".join(str(x) for x in (self.site, self.commit, self.outcome,
+                                         self.started_at, self.trigger))
+        return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeployRecord:

@@ -22,6 +22,9 @@ class Notifier:
     def pending(self, site: str, pending: dict) -> None:
         """One call per target that waits (e.g. for the window)."""
 
+    def alert(self, site: str, kind: str, text: str) -> None:
+        """A problem of the host an operator should know of; the caller says it once per kind."""
+
     def send(self, message: dict, summary: str) -> None:
         """Any other message ({"text", "blocks"}), e.g. the fleet summary; Slack only."""
 
@@ -43,6 +46,9 @@ class Fanout(Notifier):
 
     def pending(self, site: str, pending: dict) -> None:
         self._each("pending", site, pending)
+
+    def alert(self, site: str, kind: str, text: str) -> None:
+        self._each("alert", site, kind, text)
 
     def send(self, message: dict, summary: str) -> None:
         self._each("send", message, summary)

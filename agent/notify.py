@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from agent import clock
+from agent import clock, failpoints
 from agent.clock import parse_time
 from agent.atomic import write_json_atomic
 from agent.config import CardsConfig, SiteConfig, SlackConfig
@@ -365,6 +365,21 @@ BACKOFF_MAX = 600.0
 RETRY_AFTER_MAX = 3600.0  # a Retry-After beyond an hour is treated as an hour
 SHORT_RETRY_AFTER = 2.0  # a 429 asking for at most this is waited out within the budget
 MAX_SPOOL = 500
+SENT_KEYS = 200  # keys of sent deploy messages remembered, so a record is announced once
+
+
+def _key_of(path: Path) -> str | None:
+    """The record key in a spool file's name (…-deployed-<16 hex>.json), or None."""
+    match = re.search(r"-([0-9a-f]{16})\.json$", path.name)
+    return match[1] if match else None
+
+
+def build_alert_message(site: SiteConfig, text: str) -> dict:
+    """The Slack payload for a problem of the host that needs an operator's eye."""
+    body = _cut(escape(text), 500)
+    blocks = [_header(_plain(f":warning: {site.name}: problem")), _section(body),
+              _ci_cd_context(site, [])]
+    return _finish({"text": f":warning: {escape(site.name)}: {body}", "blocks": blocks})
 
 # Webhook answers: https://api.slack.com/messaging/webhooks#handling_errors
 _WEBHOOK_PERMANENT = {
@@ -510,6 +525,7 @@ class SlackNotifier:
     """Spool every message in spool_dir, then deliver the spool in order within a time budget."""
 
     STATE = "state.json"
+    SENT = "sent.json"
 
     def __init__(self, slack: SlackConfig, *, site: SiteConfig, cards: CardsConfig, remote: str,
                  spool_dir: Path, now: Callable[[], datetime] = clock.now,
@@ -546,7 +562,16 @@ class SlackNotifier:
             log.warning("slack: cannot build the message for %s: %s", _short(
                 getattr(record, "commit", None)), redact(f"{type(exc).__name__}: {exc}"))
             return
-        self._enqueue("deployed", message, summary)
+        self._enqueue("deployed", message, summary, key=record.key)
+
+    def alert(self, site: str, kind: str, text: str) -> None:
+        """Spool a message about a problem of this host (a full disk, an internal error)."""
+        try:
+            message = build_alert_message(self.site, text)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack: cannot build the alert: %s", redact(f"{type(exc).__name__}: {exc}"))
+            return
+        self._enqueue("alert", message, f"problem {kind}")
 
     def pending(self, site: str, pending: dict) -> None:
         """Spool the message for a pending target, then deliver within slack.timeout_seconds."""
@@ -615,10 +640,12 @@ class SlackNotifier:
                     "last_error": None, "problem": None}
 
     # -- internals -----------------------------------------------------------------------
-    def _enqueue(self, kind: str, message: dict, summary: str) -> None:
+    def _enqueue(self, kind: str, message: dict, summary: str, key: str | None = None) -> None:
         direct = None
         try:
-            self._spool(kind, message, summary)
+            if key and self._known(key):
+                return  # spooled or sent before a kill: a record is announced once
+            self._spool(kind, message, summary, key)
         except Exception as exc:  # noqa: BLE001
             log.warning("slack: cannot spool the message in %s (%s); sending it once, unspooled",
                         self.spool_dir, redact(getattr(exc, "strerror", None) or str(exc)))
@@ -648,7 +675,27 @@ class SlackNotifier:
             log.warning("slack: %s not delivered: %s", message["summary"],
                         redact(f"{type(exc).__name__}: {exc}"))
 
-    def _spool(self, kind: str, message: dict, summary: str) -> Path:
+    def _known(self, key: str) -> bool:
+        """Whether the message with this key waits in the spool or was sent already."""
+        return key in self._sent_keys() or any(self.spool_dir.glob(f"[0-9]*-{key}.json"))
+
+    def _sent_keys(self) -> list[str]:
+        try:
+            keys = json.loads((self.spool_dir / self.SENT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+    def _remember_sent(self, path: Path) -> None:
+        """Note the key of a sent message before its file goes: a kill in between must not
+        send it twice."""
+        key = _key_of(path)
+        if key:
+            keys = self._sent_keys()
+            keys.append(key)
+            write_json_atomic(self.spool_dir / self.SENT, keys[-SENT_KEYS:], mode=0o600)
+
+    def _spool(self, kind: str, message: dict, summary: str, key: str | None = None) -> Path:
         with self._spooling:
             self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if self.spool_dir.stat().st_mode & 0o077:
@@ -661,7 +708,9 @@ class SlackNotifier:
                 except ValueError:
                     sequence = len(files) + 1
             moment = self._now()
-            path = self.spool_dir / f"{sequence:09d}-{moment:%Y%m%dT%H%M%SZ}-{kind}.json"
+            name = f"{sequence:09d}-{moment:%Y%m%dT%H%M%SZ}-{kind}" + (f"-{key}" if key else "")
+            path = self.spool_dir / f"{name}.json"
+            failpoints.hit("during-spool-write")
             write_json_atomic(path, {"kind": kind, "created_at": clock.iso(moment),
                                      "summary": summary, "payload": message}, mode=0o600)
             files.append(path)
@@ -720,9 +769,13 @@ class SlackNotifier:
             message = self._read(path)
             if message is None:
                 continue
+            if _key_of(path) in self._sent_keys():
+                path.unlink(missing_ok=True)  # sent just before a kill
+                continue
             result = self._send(message["payload"], min(self.slack.timeout_seconds, remaining))
             summary = str(message.get("summary") or path.name)
             if result.kind in ("sent", "drop"):
+                self._remember_sent(path)
                 path.unlink(missing_ok=True)
                 if result.kind == "sent":
                     sent += 1

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agent import failpoints
 from agent.clock import aware, parse_time
 from agent.atomic import write_atomic
 from agent.redact import redact
@@ -487,4 +488,35 @@ def publish(directory: Path, doc: dict, mode: int = 0o644) -> list[Path]:
         path = directory / name
         write_atomic(path, contents[name], mode)
         written.append(path)
+        if len(written) == 1:
+            failpoints.hit("during-publish")  # one file new, the others old
     return written
+
+
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_IPV4_RE = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+_IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
+
+
+def mask_personal(text: str) -> str:
+    """Mask e-mail and IP addresses (readers' data in Ghost's log lines): "x@y.z" -> "<email>",
+    "203.0.113.9" or "2001:db8::1" -> "<ip>"."""
+    text = _EMAIL_RE.sub("<email>", text)
+    text = _IPV4_RE.sub("<ip>", text)
+    # A clock time ("12:30:01") has the shape too: an IPv6 address has "::" or 7 colons.
+    return _IPV6_RE.sub(lambda m: "<ip>" if "::" in m[0] or m[0].count(":") == 7 else m[0],
+                        text)
+
+
+def public_deploys(history: list[dict], journal_tail: bool = False) -> list[dict]:
+    """The deploy records as the public may see them: Ghost's journal tail (request paths,
+    stack traces, members' addresses) is left out, unless the operator opted in with
+    `[publish] journal_tail = true`; even then e-mail and IP addresses are masked."""
+    public = []
+    for record in history:
+        record = dict(record)
+        tail = record.get("journal_tail") or []
+        record["journal_tail"] = [mask_personal(str(line)) for line in tail] if journal_tail \
+            else []
+        public.append(record)
+    return public

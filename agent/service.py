@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from agent import proc
+from agent import failpoints, proc
 from agent.errors import CommandError, DeployError
 
 
@@ -23,6 +23,7 @@ class GhostService:
             proc.run([systemctl, "restart", self.unit], timeout=self.restart_timeout)
         except CommandError as exc:
             raise DeployError(f"restart of {self.unit} failed: {exc.message}") from None
+        failpoints.hit("during-restart")
         # A unit can "restart" and die at once (bad config, port held): ask again.
         status = proc.run([systemctl, "is-active", self.unit], timeout=15, check=False)
         state = status.stdout.strip() or status.stderr.strip()

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.atomic import write_json_atomic
 from agent.errors import AgentError, LockBusy
+from agent.hostfault import host_error
 from agent.models import DeployRecord, Release
 
 STATE_FILE = "state.json"
@@ -39,6 +40,12 @@ class State:
     hold: dict[str, Any] | None = None  # automatic deploys paused: {"at", "by", "reason"}
     notified_pending: str | None = None  # the commit whose pending message was sent
     unreadable: list[str] = field(default_factory=list)  # release branches with no version
+    problem_kind: str | None = None  # what last_problem is: remote, fetch, host, internal:...
+    problems: dict[str, str] = field(default_factory=dict)  # every open problem: kind -> text
+    alerted: list[str] = field(default_factory=list)  # problem kinds Slack was told of
+    retry: dict[str, Any] | None = None  # after a host fault: {"commit", "attempts", "next_at"}
+    unpublished: bool = False  # the ci-cd files lag behind the history (a kill, a full disk)
+    unannounced: list[str] = field(default_factory=list)  # keys of records not yet notified
 
     @property
     def current(self) -> Release | None:
@@ -65,6 +72,12 @@ class State:
             "hold": self.hold,
             "notified_pending": self.notified_pending,
             "unreadable": self.unreadable,
+            "problem_kind": self.problem_kind,
+            "problems": self.problems,
+            "alerted": self.alerted,
+            "retry": self.retry,
+            "unpublished": self.unpublished,
+            "unannounced": self.unannounced,
         }
 
     @classmethod
@@ -80,6 +93,12 @@ class State:
             hold=data.get("hold"),
             notified_pending=data.get("notified_pending"),
             unreadable=list(data.get("unreadable") or []),
+            problem_kind=data.get("problem_kind"),
+            problems=dict(data.get("problems") or {}),
+            alerted=list(data.get("alerted") or []),
+            retry=data.get("retry"),
+            unpublished=bool(data.get("unpublished")),
+            unannounced=list(data.get("unannounced") or []),
         )
 
 
@@ -106,8 +125,14 @@ class StateStore:
                 from None
 
     def save(self, state: State) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, state.to_dict(), mode=0o640)
+        """Write state.json atomically; the old file stays whole when this fails.
+
+        Raises HostError (exit 75) when the host refuses the write (full disk, read-only)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, state.to_dict(), mode=0o640)
+        except OSError as exc:
+            raise host_error(f"cannot write {self.path}", exc) from None
 
     # -- the lock ------------------------------------------------------------------------
     def lock(self) -> StateStore:

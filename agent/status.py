@@ -37,6 +37,9 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "hold": state.hold,
         "unreadable_branches": state.unreadable,
         "problem": state.last_problem,
+        "problem_kind": state.problem_kind,
+        "problems": state.problems,
+        "retry": state.retry,
         "notify_problem": notifiers.from_config(config).problem(),
     }
 
@@ -74,8 +77,15 @@ def render_status(info: dict[str, Any]) -> str:
     if info["interrupted_deploy"]:
         lines.append(f"interrupted: {info['interrupted_deploy']['commit'][:7]} "
                      "(the next run finishes it)")
-    if info["problem"]:
-        lines.append(f"problem:  {info['problem']}")
+    problems = list((info.get("problems") or {}).values())
+    if not problems and info["problem"]:  # a state file from before `problems`
+        problems = [info["problem"]]
+    for text in problems:
+        lines.append(f"problem:  {text}")
+    if info.get("retry"):
+        retry = info["retry"]
+        lines.append(f"retry:    {retry['commit'][:7]} again at {retry.get('next_at')} "
+                     f"(attempt {retry.get('attempts')} met a host fault)")
     if info["notify_problem"]:
         lines.append(f"notify:   {info['notify_problem']}")
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import stat
@@ -644,6 +646,8 @@ def test_canary_secrets_never_leak(slack, make_notifier, clock, caplog, tmp_path
         notifier.deployed(leaky)  # delivered
         slack.fail_with(500, {"ok": False, "error": "internal_error"} if token else "boom",
                         times=1)
+        # Each call another attempt: one record is announced only once.
+        leaky = dataclasses.replace(leaky, started_at="2026-11-26T14:01:00+00:00")
         notifier.deployed(leaky)  # temporary failure
         clock.advance(600)
         slack.fail_with(400 if not token else 200,
@@ -651,6 +655,7 @@ def test_canary_secrets_never_leak(slack, make_notifier, clock, caplog, tmp_path
                         times=1)
         notifier.deliver()  # dropped
         slack.hang(5)
+        leaky = dataclasses.replace(leaky, started_at="2026-11-26T14:02:00+00:00")
         notifier.deployed(leaky)  # timeout
         slack.recover()
         clock.advance(600)
@@ -678,3 +683,20 @@ def test_canary_secrets_never_leak(slack, make_notifier, clock, caplog, tmp_path
     assert any(r.headers.get("Authorization") == f"Bearer {CANARY_TOKEN}"
                for r in slack.requests)
     assert logging.getLogger("slack_sdk").getEffectiveLevel() <= logging.DEBUG  # test did lower
+
+
+def test_a_record_is_announced_once_even_when_announced_again(slack, make_notifier, clock):
+    """A kill between the spool write and the state save makes the next run announce the
+    record again: the spool knows its key, whether it still waits or was sent already."""
+    notifier = make_notifier()
+    record = make_record("deployed")
+    slack.fail_with(500, "boom", times=1)
+    notifier.deployed(record)  # waits in the spool
+    notifier.deployed(record)  # announced again by a run that caught up
+    assert len(list(notifier.spool_dir.glob("[0-9]*.json"))) == 1
+    clock.advance(600)
+    notifier.deliver()
+    notifier.deployed(record)  # and again, after it was sent
+    notifier.deliver()
+    assert len(slack.answered(200)) == 1
+    assert len(slack.requests) == 2  # the refused attempt, then the one delivery
