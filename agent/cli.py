@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.config import config_path, load_config
 from agent.setup import add_arguments as add_setup_arguments
-from agent.errors import (EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, AgentError,
-                          ConfigError)
+from agent.errors import (EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL,
+                          AgentError, ConfigError)
+from agent.hostfault import host_error, is_host_errno
 from agent.redact import redact
 from agent.text import one_line
 
@@ -118,13 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
+    except OSError as exc:
+        if not is_host_errno(exc):
+            return _unexpected(args, exc)
+        # A full disk or a read-only file system met outside the steps that name it: still
+        # the host's fault, still temporary.
+        print(f"ghost-agent {args.command}: {host_error('host fault', exc).message}",
+              file=sys.stderr)
+        return EXIT_TEMPFAIL
     except Exception as exc:  # noqa: BLE001 - the one catch-all for the unexpected
-        if args.debug:
-            log.exception("ghost-agent %s", args.command)
-        detail = redact(one_line(f"{type(exc).__name__}: {exc}"))[:300]
-        print(f"ghost-agent {args.command}: unexpected error ({detail}); rerun with --debug "
-              "for the traceback", file=sys.stderr)
-        return EXIT_SOFTWARE
+        return _unexpected(args, exc)
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    if args.debug:
+        log.exception("ghost-agent %s", args.command)
+    detail = redact(one_line(f"{type(exc).__name__}: {exc}"))[:300]
+    print(f"ghost-agent {args.command}: unexpected error ({detail}); rerun with --debug "
+          "for the traceback", file=sys.stderr)
+    return EXIT_SOFTWARE
 
 
 def _reader_went_away() -> int:
