@@ -11,13 +11,13 @@ from pathlib import Path
 
 from agent import proc
 from agent.cards import release_cards
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitCode
 
 MAX_COMMITS = 10_000
 
 
 class RangeError(AgentError):
-    exit_code = 2  # a usage error: the range or the repository is wrong
+    exit_code = ExitCode.USAGE  # a usage error: the range or the repository is wrong
 
 
 def commits_in(repo: Path, rev_range: str) -> list[tuple[str, int, str]]:

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.config import config_path, load_config
 from agent.setup import add_arguments as add_setup_arguments
-from agent.errors import (EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL,
-                          AgentError, ConfigError)
+from agent.errors import AgentError, ConfigError, ExitCode
 from agent.hostfault import host_error, is_host_errno
 from agent.redact import redact
 from agent.text import one_line
@@ -109,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except AgentError as exc:
         if args.debug:
             log.exception("ghost-agent %s", args.command)
@@ -126,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the host's fault, still temporary.
         print(f"ghost-agent {args.command}: {host_error('host fault', exc).message}",
               file=sys.stderr)
-        return EXIT_TEMPFAIL
+        return ExitCode.TEMPFAIL
     except Exception as exc:  # noqa: BLE001 - the one catch-all for the unexpected
         return _unexpected(args, exc)
 
@@ -137,7 +136,7 @@ def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
     detail = redact(one_line(f"{type(exc).__name__}: {exc}"))[:300]
     print(f"ghost-agent {args.command}: unexpected error ({detail}); rerun with --debug "
           "for the traceback", file=sys.stderr)
-    return EXIT_SOFTWARE
+    return ExitCode.SOFTWARE
 
 
 def _reader_went_away() -> int:
@@ -148,7 +147,7 @@ def _reader_went_away() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _check_commits(args: argparse.Namespace) -> int:
@@ -166,8 +165,8 @@ def _check_commits(args: argparse.Namespace) -> int:
     if uncarded:
         print(f"{len(uncarded)} commit(s) without a card ID: name the card (e.g. B321) in each "
               "commit message", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -196,7 +195,7 @@ def _fleet(args: argparse.Namespace) -> int:
     notifier = notifiers.from_config(config) if config else None
     summary = run_report(fleet, now=clock.now(), notifier=notifier, report_url=fleet.report_url)
     print(json.dumps(summary, indent=2) + "\n" if args.json else render_txt(summary), end="")
-    return EXIT_FAILED if needs_a_look(summary) else EXIT_OK
+    return ExitCode.FAILED if needs_a_look(summary) else ExitCode.OK
 
 
 def _load_as_the_service_would(path):
@@ -233,13 +232,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             log.warning("%s", warning)
     if args.command == "check-config":
         print(f"{path}: ok")
-        return EXIT_OK
+        return ExitCode.OK
     if args.command == "status":
         from agent.status import render_status, status_dict
 
         info = status_dict(config)
         print(json.dumps(info, indent=2) if args.json else render_status(info))
-        return EXIT_OK
+        return ExitCode.OK
     if args.command == "run":
         from agent.daemon import run_service
 
@@ -263,4 +262,4 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:  # pragma: no cover - argparse restricts the choices
         raise AssertionError(args.command)
     print(outcome.message)
-    return outcome.exit_code if outcome.exit_code in (EXIT_OK, EXIT_FAILED) else EXIT_FAILED
+    return outcome.exit_code if outcome.exit_code == ExitCode.OK else ExitCode.FAILED

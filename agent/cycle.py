@@ -48,10 +48,8 @@ def spread_offset(window_config) -> timedelta:
     return timedelta(minutes=int.from_bytes(digest[:4], "big") % window_config.spread_minutes)
 
 
-class Interrupted(AgentError):
+class Interrupted(TemporaryError):
     """A stop was requested before the live site was touched; nothing changed."""
-
-    exit_code = 75
 
 
 @dataclass
@@ -755,7 +753,7 @@ class Agent:
             current=({"branch": current.branch, "commit": current.commit,
                       "version": current.version, "since": current.since} if current else None),
             pending=state.pending,
-            deploys=publish.public_deploys(state.history, getattr(getattr(self.config, 'publish', None), 'journal_tail', False)),  # TEMP
+            deploys=publish.public_deploys(state.history, self.config.publish.journal_tail),
             extra={"hold": state.hold} if state.hold else None,
         )
         try:

@@ -3,18 +3,27 @@
 cli.py is the only place that turns these into exit statuses.
 """
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # a deploy did not succeed (rolled back or failed)
-EXIT_TEMPFAIL = 75  # temporary trouble: remote unreachable, lock held (sysexits EX_TEMPFAIL)
-EXIT_CONFIG = 78  # bad configuration (sysexits EX_CONFIG)
-EXIT_USAGE = 2  # bad command line (argparse's own status)
-EXIT_SOFTWARE = 70  # an unexpected internal error (sysexits EX_SOFTWARE)
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status of every command (sysexits.h names where they exist)."""
+
+    OK = 0
+    FAILED = 1  # a deploy did not succeed (rolled back or failed); a report needs a look
+    USAGE = 2  # a bad command line or revision range (argparse's own status)
+    SOFTWARE = 70  # an unexpected internal error: one line, the traceback with --debug
+    TEMPFAIL = 75  # temporary trouble: the remote, the lock, a host fault (full disk, ...)
+    CONFIG = 78  # bad configuration: systemd's RestartPreventExitStatus= stops the loop
+
+
+EXIT_OK, EXIT_CONFIG = ExitCode.OK, ExitCode.CONFIG  # TEMP: until the config tests move over
 
 
 class AgentError(Exception):
     """A known failure with a one-line message for the operator."""
 
-    exit_code = EXIT_FAILED
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -27,7 +36,7 @@ class AgentError(Exception):
 class ConfigError(AgentError):
     """The config is invalid. Carries every problem found, one line each."""
 
-    exit_code = EXIT_CONFIG
+    exit_code = ExitCode.CONFIG
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
@@ -37,7 +46,7 @@ class ConfigError(AgentError):
 class TemporaryError(AgentError):
     """Trouble that may pass by itself: the next cycle tries again."""
 
-    exit_code = EXIT_TEMPFAIL
+    exit_code = ExitCode.TEMPFAIL
 
 
 class HostError(TemporaryError):

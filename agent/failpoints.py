@@ -32,8 +32,8 @@ def parse(text: str) -> dict[str, str]:
         if point in POINTS and action in ACTIONS:
             armed[point] = action
         else:
-            print(f"ghost-agent: {ENV}: ignored {item!r} (points: {', '.join(POINTS)}; "
-                  f"actions: {', '.join(ACTIONS)})", file=sys.stderr)
+            sys.stderr.write(f"ghost-agent: {ENV}: ignored {item!r} (points: "
+                             f"{', '.join(POINTS)}; actions: {', '.join(ACTIONS)})\n")
     return armed
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.config import DEFAULT_CONFIG_PATH, Config, config_path, load_config
-from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, AgentError, ConfigError
+from agent.errors import AgentError, ExitCode
 
 USER = "ghost-agent"
 UNIT = "ghost-agent.service"
@@ -84,7 +84,7 @@ _DASH = "\u2014"  # the header's em dash
 class SetupError(AgentError):
     """setup cannot go on: the message says why and what to do instead."""
 
-    exit_code = EXIT_FAILED
+    exit_code = ExitCode.FAILED
 
 
 # --------------------------------------------------------------------------- rendering
@@ -128,6 +128,9 @@ AssertPathExists=/etc/systemd/system/ghost-agent.service.d/50-setup.conf
 Type=notify
 NotifyAccess=main
 ExecStart={exec_start} run
+# `systemctl reload ghost-agent`: read agent.toml again and poll at once; an invalid file
+# keeps the config in use (the log and the status line say so).
+ExecReload=/bin/kill -HUP $MAINPID
 # Config errors exit 78: fix the file, do not restart in a loop.
 Restart=on-failure
 RestartSec=5
@@ -640,7 +643,7 @@ def apply(plan: Plan, options: Options, out: TextIO,
                       f"--- would skip (--root): {shlex.join(command)}\n")
         for note in plan.notes:
             out.write(f"{note}\n")
-        return EXIT_OK
+        return ExitCode.OK
     if live and os.geteuid() != 0:
         raise SetupError("setup writes to /etc and runs systemd-sysusers: run it as root "
                          "(sudo ghost-agent setup), or use --dry-run or --root DIR")
@@ -664,7 +667,7 @@ def apply(plan: Plan, options: Options, out: TextIO,
         out.write(f"{note}\n")
     if live and not options.unit_only:
         out.write(_next_step())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _next_step() -> str:
@@ -765,19 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m agent.setup [options]` (the same as `ghost-agent setup`)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run_setup(args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(f"{problem}\n")
-        return EXIT_CONFIG
-    except AgentError as exc:
-        sys.stderr.write(f"ghost-agent setup: {exc.message}\n")
-        return exc.exit_code
+    """`python -m agent.setup [options]`: the same as `ghost-agent setup [options]`, through
+    the one main (agent.cli), so errors and exit statuses are the same."""
+    from agent.cli import main as cli_main
+
+    return cli_main(["setup", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.atomic import write_json_atomic
-from agent.errors import AgentError, LockBusy
+from agent.errors import AgentError, ExitCode, LockBusy
 from agent.hostfault import host_error
 from agent.models import DeployRecord, Release
 
@@ -25,7 +25,7 @@ SCHEMA = 1
 
 
 class StateError(AgentError):
-    exit_code = 78  # needs a person: the file was edited or damaged by hand
+    exit_code = ExitCode.CONFIG  # needs a person: the file was edited or damaged by hand
 
 
 @dataclass

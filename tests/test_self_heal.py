@@ -135,7 +135,7 @@ def test_a_failing_fetch_is_a_problem_naming_the_waiting_commit(host, git_remote
     info = json.loads(host.run("status", "--json").stdout)
     assert info["problem_kind"] == "fetch"
     assert sha[:7] in info["problem"]
-    assert f"problem:  " in host.run("status").stdout
+    assert "problem:  " in host.run("status").stdout
     # The remote heals (a new push of the whole history): the problem clears.
     git_remote.push("dev1", force=True)
     shutil.rmtree(git_remote.path)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent import setup as agent_setup
-from agent.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from agent.errors import ExitCode
 from tests.configs import MINIMAL_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,8 @@ def root(tmp_path: Path) -> Path:
 
 
 def setup(*argv: str) -> tuple[int, str, str]:
-    """agent.setup.main(argv) with its output captured: (status, stdout, stderr)."""
+    """`ghost-agent setup ARGV` in-process (agent.setup.main) with its output captured:
+    (status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -65,7 +66,7 @@ def tree(root: Path) -> dict[str, str]:
 
 def test_pip_install_gets_every_file_under_root(config: Path, root: Path) -> None:
     code, out, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     files = tree(root)
     assert sorted(files) == [
         "etc/polkit-1/rules.d/10-ghost-agent.rules",
@@ -141,7 +142,7 @@ def test_dropin_adds_state_releases_and_fleet_dirs_outside_the_defaults(tmp_path
         out_dir = "/var/www/ghost/content/files/fleet"
         """))
     code, _, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     dropin = (root / "etc/systemd/system/ghost-agent.service.d/50-setup.conf").read_text()
     paths = re.findall(r"^ReadWritePaths=(.*)$", dropin, re.M)
     # fleet's out_dir is inside ci_cd_dir: covered already
@@ -165,7 +166,7 @@ def test_rendering_is_deterministic_and_a_second_run_changes_nothing(config: Pat
     setup("--config", str(config), "--root", str(root), "--exec", EXEC)
     first = tree(root)
     code, out, _ = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert tree(root) == first
     assert "wrote" not in out and out.count("unchanged ") == len(first)
 
@@ -175,7 +176,7 @@ def test_deb_layout_leaves_the_packaged_unit_alone(config: Path, root: Path) -> 
     packaged.parent.mkdir(parents=True)
     packaged.write_text("packaged\n")
     code, _, err = setup("--config", str(config), "--root", str(root))  # no --exec needed
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert packaged.read_text() == "packaged\n"
     assert sorted(tree(root)) == [
         "etc/polkit-1/rules.d/10-ghost-agent.rules",
@@ -192,7 +193,7 @@ def test_a_leftover_pip_unit_that_hides_the_packaged_one_is_reported(config: Pat
         (root / unit).parent.mkdir(parents=True, exist_ok=True)
         (root / unit).write_text("[Service]\n")
     code, out, _ = setup("--config", str(config), "--root", str(root))
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert "warning: /etc/systemd/system/ghost-agent.service (an earlier pip install?)" in out
 
 
@@ -210,7 +211,7 @@ def test_sysusers_joins_ghosts_group_configurably(config: Path, root: Path) -> N
     setup("--config", str(config), "--root", str(root), "--exec", EXEC, "--ghost-group", "")
     assert "www" not in (root / "etc/sysusers.d/ghost-agent.conf").read_text()
     assert setup("--config", str(config), "--root", str(root), "--exec", EXEC,
-                 "--ghost-group", "Bad Group")[0] == EXIT_FAILED
+                 "--ghost-group", "Bad Group")[0] == ExitCode.FAILED
 
 
 def test_nginx_snippet_is_written_where_nginx_is(config: Path, root: Path) -> None:
@@ -224,7 +225,7 @@ def test_nginx_snippet_is_written_where_nginx_is(config: Path, root: Path) -> No
 def test_unit_only_needs_no_config(tmp_path: Path, root: Path) -> None:
     code, _, err = setup("--config", str(tmp_path / "missing.toml"), "--root", str(root),
                          "--exec", EXEC, "--unit-only")
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert sorted(tree(root)) == ["etc/systemd/system/ghost-agent.service",
                                   "etc/sysusers.d/ghost-agent.conf",
                                   "usr/local/sbin/ghost-agentctl"]
@@ -236,7 +237,7 @@ def test_unit_only_needs_no_config(tmp_path: Path, root: Path) -> None:
 def test_dry_run_prints_everything_and_writes_nothing(config: Path, root: Path) -> None:
     code, out, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC,
                            "--dry-run")
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert list(root.iterdir()) == []
     for name in ("etc/polkit-1/rules.d/10-ghost-agent.rules",
                  "etc/systemd/system/ghost-agent.service.d/50-setup.conf",
@@ -256,7 +257,7 @@ def test_dry_run_on_this_machine_touches_nothing(config: Path, monkeypatch) -> N
     monkeypatch.setattr(agent_setup.subprocess, "run", forbidden)
     code, out, _ = setup("--config", str(config), "--exec", EXEC, "--dry-run",
                          "--ghost-group", "")
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert "--- would write /etc/polkit-1/rules.d/10-ghost-agent.rules" in out
     assert "--- would run: systemd-sysusers /etc/sysusers.d/ghost-agent.conf" in out
     assert "--- would run: systemctl daemon-reload" in out
@@ -267,7 +268,7 @@ def test_bad_config_exits_78_naming_every_problem(tmp_path: Path, root: Path) ->
     config.write_text(MINIMAL_CONFIG.replace('unit = "ghost_dev1-website-com"', 'unit = "-x"')
                       .replace('flag = "dev1"', 'flag = ""'))
     code, out, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert code == EXIT_CONFIG == 78
+    assert code == ExitCode.CONFIG == 78
     assert "[ghost] unit" in err and "[site] flag" in err
     assert list(root.iterdir()) == [] and out == ""
 
@@ -285,7 +286,7 @@ def test_bad_config_exits_78_through_python_m(tmp_path: Path, root: Path) -> Non
 def test_missing_config_exits_78(tmp_path: Path, root: Path) -> None:
     code, _, err = setup("--config", str(tmp_path / "nope.toml"), "--root", str(root),
                          "--exec", EXEC)
-    assert code == EXIT_CONFIG and "nope.toml" in err
+    assert code == ExitCode.CONFIG and "nope.toml" in err
 
 
 @pytest.mark.parametrize("exec_path", ["/root/.venv/bin/ghost-agent",
@@ -293,7 +294,7 @@ def test_missing_config_exits_78(tmp_path: Path, root: Path) -> None:
                                        "/tmp/venv/bin/ghost-agent"])
 def test_a_command_the_sandbox_hides_is_refused(config: Path, root: Path, exec_path: str) -> None:
     code, _, err = setup("--config", str(config), "--root", str(root), "--exec", exec_path)
-    assert code == EXIT_FAILED
+    assert code == ExitCode.FAILED
     assert "which the service cannot see" in err and "/opt/ghost-agent" in err
     assert list(root.iterdir()) == []
 
@@ -305,14 +306,14 @@ def test_a_venv_made_with_a_python_under_root_is_refused(config: Path, root: Pat
     script.chmod(0o755)
     code, _, err = setup("--config", str(config), "--root", str(root),
                          "--exec", "/opt/venv/bin/ghost-agent")
-    assert code == EXIT_FAILED
+    assert code == ExitCode.FAILED
     assert "/root/.pyenv/versions/3.11.7/bin/python3, under /root" in err
 
 
 def test_writing_to_the_real_root_needs_root(config: Path, monkeypatch) -> None:
     monkeypatch.setattr(agent_setup.os, "geteuid", lambda: 1000)
     code, _, err = setup("--config", str(config), "--exec", EXEC, "--ghost-group", "")
-    assert code == EXIT_FAILED and "run it as root" in err
+    assert code == ExitCode.FAILED and "run it as root" in err
 
 
 # --------------------------------------------------------------------------- the packaged files
@@ -385,13 +386,13 @@ def test_secrets_in_the_credstore_count_as_the_service_will_see_them(tmp_path: P
     config = tmp_path / "agent.toml"
     config.write_text(MINIMAL_CONFIG + "\n[slack]\n")  # the webhook URL comes from the credstore
     code, _, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert code == EXIT_CONFIG and "[slack] webhook_url: missing" in err
+    assert code == ExitCode.CONFIG and "[slack] webhook_url: missing" in err
     store = root / "etc/credstore"
     store.mkdir(parents=True)
     secret = store / "ghost-agent.slack-webhook-url"
     secret.write_text("https://hooks.slack.com/services/T000/B000/XXXX\n")
     secret.chmod(0o600)
     code, out, err = setup("--config", str(config), "--root", str(root), "--exec", EXEC)
-    assert (code, err) == (EXIT_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert "XXXX" not in out
     assert "CREDENTIALS_DIRECTORY" not in os.environ  # the temporary view is gone
