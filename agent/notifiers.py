@@ -78,7 +78,7 @@ def from_config(config) -> Notifier:
     """The notifiers the config asks for."""
     notifiers: list[Notifier] = []
     if config.slack:
-        from agent.notify import SlackNotifier
+        from agent.slack_outbox import SlackNotifier
 
         notifiers.append(SlackNotifier(config.slack, site=config.site, cards=config.cards,
                                        remote=config.git.remote,

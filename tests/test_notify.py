@@ -17,14 +17,14 @@ import pytest
 
 from agent.config import CardsConfig, SiteConfig, SlackConfig
 from agent.models import DeployRecord
-from agent.notify import (
+from agent.slack_messages import (
     JOURNAL_CHARS,
-    SlackNotifier,
     build_message,
     build_pending_message,
     card_url,
     commit_url,
 )
+from agent.slack_outbox import SlackNotifier
 from tests.slackstub import SlackStub
 
 SHA = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"

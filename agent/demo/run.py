@@ -24,7 +24,7 @@ from agent.demo.sitesim import SiteServer
 from agent.demo.systemctl import install_shim
 from agent.models import DeployRecord
 from agent.notifiers import Notifier
-from agent.notify import build_message, build_pending_message
+from agent.slack_messages import build_message, build_pending_message
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Demo Developer",
