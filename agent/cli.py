@@ -242,7 +242,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from agent.daemon import run_service
 
-        return run_service(config)
+        return run_service(config, config_path=path)
 
     from agent.cycle import Agent
 

@@ -1,111 +1,261 @@
-"""`ghost-agent run`: the service loop. Poll on a schedule, deploy, keep systemd informed."""
+"""`ghost-agent run`: the service loop. Poll on timers, deploy, keep systemd informed.
+
+Timers count seconds of the monotonic clock, which neither a DST change nor a step of the
+wall clock moves. What depends on the time of day (the window, the fleet report's hour) is
+decided on aware UTC time from agent.clock.now().
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import random
 import signal
 import threading
-
-import schedule
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from agent import clock, window
-from agent.config import Config
+from agent.config import Config, load_config
 from agent.cycle import Agent, Interrupted, spread_offset
 from agent.errors import AgentError, TemporaryError
 from agent.sdnotify import Heartbeat, notify, watchdog_interval
+from agent.text import cut, one_line
 
 log = logging.getLogger("agent")
-TICK = 1.0  # the loop wakes at least this often to answer signals and ping the watchdog
+TICK = 1.0  # seconds: the loop wakes at least this often to answer signals and feed the watchdog
+LATE_GRACE = TICK * 3  # seconds a job may be overdue before the loop counts as stuck
 SPOOL_SECONDS = 5  # how often waiting notifications are offered to Slack again
-SPOOL_BUDGET = 20.0  # the longest one delivery round may take
+SPOOL_BUDGET = 20.0  # the longest one delivery round may take, in seconds
 WATCH_SECONDS = 15  # how often the window opening and the fleet report's time are looked at
+RELOAD_BUDGET = 60.0  # seconds to read the config again and build the new agent
 
 
 def cycle_budget(config: Config) -> float:
-    """The longest one cycle may take before the watchdog should give up on it."""
+    """The longest one cycle may take, in seconds, before the watchdog should give up on it."""
     git = config.git.timeout_seconds * 4  # ls-remote, fetch, log, export
     restart = (config.ghost.restart_timeout_seconds + config.ghost.verify_seconds) * 2
     return git + config.deploy.build_timeout_seconds * max(1, len(config.deploy.build)) \
         + restart + 60
 
 
-def run_service(config: Config, agent: Agent | None = None) -> int:
-    stop = threading.Event()
-    agent = agent or Agent.from_config(config, stop_requested=stop.is_set)
+@dataclass
+class _Job:
+    period: float  # seconds between the end of one run and the start of the next
+    jitter: float  # up to this many seconds more, drawn afresh each time
+    run: Callable[[], None]
+    due: float  # monotonic seconds
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s received; stopping after the current step", signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    heartbeat = Heartbeat(watchdog_interval()).start()
-    budget = cycle_budget(config)
+class Timers:
+    """Jobs that run every so many seconds of a monotonic clock (time.monotonic by default).
 
-    def poll() -> None:
-        if stop.is_set():
-            return
-        heartbeat.expect(budget)
+    Not the `schedule` package: it reads naive local wall time (datetime.now()) and takes no
+    other clock, so when local time went back (the autumn DST change, a step of the system
+    clock) no job ran until the wall clock had caught up again.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self._clock = monotonic
+        self._jobs: list[_Job] = []
+
+    def every(self, seconds: float, job: Callable[[], None], jitter: float = 0.0) -> None:
+        """Run job() every `seconds` (plus up to `jitter`); the first run is one period away."""
+        self._jobs.append(_Job(seconds, jitter, job, self._next(seconds, jitter)))
+
+    def run_due(self) -> int:
+        """Run each job that is due, once, most overdue first; returns how many ran."""
+        ran = 0
+        for job in sorted(self._jobs, key=lambda j: j.due):
+            if self._clock() >= job.due:
+                try:
+                    job.run()
+                finally:  # even a job that raised waits its period: no tight loop
+                    job.due = self._next(job.period, job.jitter)
+                ran += 1
+        return ran
+
+    def idle_seconds(self) -> float:
+        """Seconds until the next job is due: negative when one is overdue, inf without jobs."""
+        return min((job.due for job in self._jobs), default=math.inf) - self._clock()
+
+    def late_seconds(self) -> float:
+        """How long the most overdue job has been due, in seconds (0 when none is)."""
+        return max(0.0, -self.idle_seconds())
+
+    def _next(self, period: float, jitter: float) -> float:
+        return self._clock() + period + random.uniform(0, jitter)  # noqa: S311 - not security
+
+
+class _Service:
+    """What one config runs: its agent, its timers, its watchdog budgets. A reload builds a
+    new one from the new config."""
+
+    def __init__(self, config: Config, agent: Agent, heartbeat: Heartbeat):
+        self.config = config
+        self.agent = agent
+        self.heartbeat = heartbeat
+        self.budget = cycle_budget(config)
+        self.status_note = ""  # a lasting remark added to every STATUS= (a failed reload)
+        self.timers = Timers()
+        # A little jitter so a fleet started together does not poll the remote in step.
+        self.timers.every(config.git.poll_seconds, self.poll,
+                          jitter=min(1.0, config.git.poll_seconds * 0.1))
+        # Messages that waited for Slack to come back; their own backoff decides what is due.
+        self.timers.every(SPOOL_SECONDS, functools.partial(
+            self.guarded, "slack spool", self._deliver_spool, SPOOL_BUDGET + 30))
+        if config.window:
+            self._window_was_open = self._window_is_open()
+            self.timers.every(WATCH_SECONDS, functools.partial(
+                self.guarded, "window watch", self._watch_window, TICK * 3))
+        if config.fleet and config.fleet.at:
+            from agent.fleet_job import DailyReport
+
+            self._daily = DailyReport(config.fleet, config.agent.state_dir, agent.notifier,
+                                      config.fleet.report_url)
+            self.timers.every(WATCH_SECONDS, functools.partial(
+                self.guarded, "fleet report", self._fleet_report,
+                config.fleet.timeout_seconds * 2 + 60))
+
+    def announce(self) -> None:
+        self.status(f"watching {self.config.site.flag} every {self.config.git.poll_seconds:g}s")
+        log.info("watching %s for %s every %gs", self.config.site.name, self.config.site.flag,
+                 self.config.git.poll_seconds)
+
+    def status(self, text: str) -> None:
+        notify(f"STATUS={text}{self.status_note}")
+
+    def poll(self) -> None:
+        self.guarded("poll", self._poll, self.budget)
+
+    def guarded(self, name: str, job: Callable[[], None], budget: float) -> None:
+        """Run one job within `budget` seconds of watchdog credit. An exception that is not a
+        known AgentError is a bug: report it and go on, so one bad cycle never stops deploys."""
+        self.heartbeat.expect(budget)
         try:
-            outcome = agent.once()  # it logs what it did
-            notify(f"STATUS={outcome.message}")
+            job()
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            kind = f"internal:{type(exc).__name__}"
+            message = cut(one_line(f"{name}: {type(exc).__name__}: {exc}"), 300)
+            log.error("unexpected error in %s (the service goes on): %s", name, message)
+            log.debug("the traceback of that error", exc_info=True)
+            self.status(f"error: {message}")
+            # Agent.report_problem records it for `status` and tells Slack once per kind.
+            report = getattr(self.agent, "report_problem", None)
+            try:
+                if report is not None:
+                    report(kind, message)
+            except Exception as again:  # noqa: BLE001 - the report must not stop us either
+                log.warning("could not record that error: %s", one_line(again))
+
+    def _poll(self) -> None:
+        try:
+            outcome = self.agent.once()  # it logs what it did
+            self.status(outcome.message)
         except Interrupted as exc:
             log.info("%s", exc.message)
         except TemporaryError as exc:
             log.warning("%s", exc.message)
-            notify(f"STATUS=waiting: {exc.message}")
+            self.status(f"waiting: {exc.message}")
         except AgentError as exc:
             log.error("%s", exc.message)
-            notify(f"STATUS=error: {exc.message}")
+            self.status(f"error: {exc.message}")
 
-    def deliver_spool() -> None:
-        heartbeat.expect(SPOOL_BUDGET + 30)
-        agent.notifier.deliver(SPOOL_BUDGET)
+    def _deliver_spool(self) -> None:
+        self.agent.notifier.deliver(SPOOL_BUDGET)
 
-    window_was_open = [window.decide(config.window, clock.now(),
-                                      spread_offset(config.window)).open]
+    def _window_is_open(self) -> bool:
+        return window.decide(self.config.window, clock.now(),
+                             spread_offset(self.config.window)).open
 
-    def watch_window() -> None:
+    def _watch_window(self) -> None:
         """Poll the moment the window opens, not up to poll_seconds later."""
-        is_open = window.decide(config.window, clock.now(), spread_offset(config.window)).open
-        if is_open and not window_was_open[0]:
+        is_open = self._window_is_open()
+        if is_open and not self._window_was_open:
             log.info("the deploy window is open")
-            poll()
-        window_was_open[0] = is_open
+            self.poll()
+        self._window_was_open = is_open
 
-    def fleet_report() -> None:
-        heartbeat.expect(config.fleet.timeout_seconds * 2 + 60)
+    def _fleet_report(self) -> None:
         try:
-            daily.run_if_due(clock.now())
+            self._daily.run_if_due(clock.now())
         except AgentError as exc:
             log.error("fleet report: %s", exc.message)
 
-    scheduler = schedule.Scheduler()
-    scheduler.every(config.git.poll_seconds).seconds.do(poll)
-    # Messages that waited for Slack to come back; their own backoff decides what is due.
-    scheduler.every(SPOOL_SECONDS).seconds.do(deliver_spool)
-    if config.window:
-        scheduler.every(WATCH_SECONDS).seconds.do(watch_window)
-    if config.fleet and config.fleet.at:
-        from agent.fleet_job import DailyReport
 
-        daily = DailyReport(config.fleet, config.agent.state_dir, agent.notifier,
-                            config.fleet.report_url)
-        scheduler.every(WATCH_SECONDS).seconds.do(fleet_report)
+def _reload(service: _Service, path: Path, stop: threading.Event) -> _Service:
+    """SIGHUP: read the config at `path` again and poll at once. A config that has become
+    invalid keeps the one in use, and says so in the log and in every STATUS= until fixed."""
+    # As sd_notify(3) asks of a reload: RELOADING=1 with the monotonic time, then READY=1.
+    notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    service.heartbeat.expect(RELOAD_BUDGET)
+    log.info("SIGHUP received; reloading %s", path)
+    try:
+        config = load_config(path)
+        new = _Service(config, Agent.from_config(config, stop_requested=stop.is_set),
+                       service.heartbeat)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong, keep deploying with the old
+        problem = cut(one_line(exc.message if isinstance(exc, AgentError) else
+                               f"{type(exc).__name__}: {exc}"), 300)
+        log.error("reload failed, still using the config loaded before: %s", problem)
+        service.status_note = f" (reload failed, old config in use: {cut(problem, 120)})"
+        notify("READY=1")
+        service.status(f"watching {service.config.site.flag}")
+        service.poll()
+        return service
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    log.info("reloaded %s", path)
     notify("READY=1")
-    notify(f"STATUS=watching {config.site.flag} every {config.git.poll_seconds:g}s")
-    log.info("watching %s for %s every %gs", config.site.name, config.site.flag,
-             config.git.poll_seconds)
-    poll()
-    # A little jitter so a fleet started together does not poll the remote in step.
-    jitter = min(1.0, config.git.poll_seconds * 0.1)
+    new.announce()
+    new.poll()
+    return new
+
+
+def run_service(config: Config, agent: Agent | None = None,
+                config_path: Path | str | None = None) -> int:
+    """Run until SIGTERM or SIGINT; returns the exit status (0).
+
+    SIGHUP reads the config again from `config_path` (default: the file `config` came from)
+    and polls at once. `agent` replaces the one built from `config` (tests).
+    """
+    stop, reload, wake = threading.Event(), threading.Event(), threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("%s received; stopping after the current step", signal.Signals(signum).name)
+        stop.set()
+        wake.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        reload.set()  # handled by the loop, after the step under way
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    path = Path(config_path) if config_path else config.path
+    heartbeat = Heartbeat(watchdog_interval()).start()
+    service = _Service(config, agent or Agent.from_config(config, stop_requested=stop.is_set),
+                       heartbeat)
+    notify("READY=1")
+    service.announce()
+    service.poll()
     while not stop.is_set():
-        heartbeat.expect(TICK * 3 + jitter)
-        wait = scheduler.idle_seconds
-        stop.wait(max(0.0, min(TICK, (wait or 0) + random.uniform(0, jitter))))  # noqa: S311
-        if not stop.is_set():
-            scheduler.run_pending()
+        # Credit the watchdog only while the timers keep up: a loop that still wakes but no
+        # longer runs its jobs must be restarted, not kept alive by its own pings.
+        if service.timers.late_seconds() <= LATE_GRACE:
+            heartbeat.expect(TICK * 3)
+        wake.wait(min(TICK, max(0.0, service.timers.idle_seconds())))
+        wake.clear()
+        if stop.is_set():
+            break
+        if reload.is_set():
+            reload.clear()
+            service = _reload(service, path, stop)
+        service.timers.run_due()
     notify("STOPPING=1")
     heartbeat.stop()
     log.info("stopped")

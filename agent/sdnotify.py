@@ -8,8 +8,12 @@ import threading
 import time
 
 
+SEND_TIMEOUT = 1.0  # seconds; a reader that stopped reading must not stall the service
+
+
 def notify(message: str) -> bool:
-    """Send one datagram to $NOTIFY_SOCKET; False when not under systemd or on failure."""
+    """Send one datagram to $NOTIFY_SOCKET; False when not under systemd or on failure
+    (including a socket whose queue stays full for SEND_TIMEOUT seconds)."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -17,6 +21,7 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]  # abstract namespace socket
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(SEND_TIMEOUT)
             sock.connect(address)
             sock.sendall(message.encode())
         return True
