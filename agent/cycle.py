@@ -356,7 +356,7 @@ class Agent:
         attempt = Attempt(trigger, target, current.commit if current else None, self.now())
         log.info("deploying %s %s (trigger %s)", target.branch, target.commit[:7], trigger)
 
-        odd = getattr(self.releases, 'live_path_problem', lambda: None)()  # TEMP
+        odd = self.releases.live_path_problem()
         if odd:  # before staging: nothing is staged again until the path or the commit changes
             self._quarantine(state, target, odd, live_path=self.releases.live_path_signature())
             return self._record(state, attempt, outcome="failed", step="switch", error=odd,

@@ -29,9 +29,11 @@ def is_host_errno(exc: BaseException) -> bool:
 
 
 def phrase_in(text: str | None) -> str | None:
-    """The host-fault wording found in a tool's output, e.g. "No space left on device"."""
+    """The host-fault wording found in a tool's output, e.g. "No space left on device"
+    (in any case: git-lfs and npm print it in lower case)."""
+    lowered = (text or "").lower()
     for phrase in HOST_PHRASES:
-        if text and phrase in text:
+        if phrase.lower() in lowered:
             return phrase
     return None
 

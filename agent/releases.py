@@ -4,6 +4,10 @@ A release is staged in a hidden directory, built there, then renamed to its fina
 a run killed while staging leaves only a `.staging-*` directory that the next prune removes.
 The live path is switched by renaming a fresh symlink over it, so Ghost sees the old
 release or the new one, never a mix of files.
+
+A failed stage or build leaves nothing behind. A failure that is the host's (a full disk, a
+read-only or failing file system, too many open files) is a HostError, so the cycle tries the
+same commit again later instead of quarantining it.
 """
 
 from __future__ import annotations
@@ -12,16 +16,21 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from agent import proc
-from agent.errors import DeployError
+from agent import failpoints, hostfault, proc, trees
+from agent.errors import AgentError, DeployError, HostError
 
 STAGING_PREFIX = ".staging-"
 # Only names this module makes are ever pruned: 20261126T140003123456Z-<sha12 or "adopted">
 _OURS = re.compile(r"^(\.staging-|\.index-\.staging-)?\d{8}T\d{12}Z-[0-9a-z]+$")
+# Below this much free space a failed export or build is taken for a full disk: git's own
+# message for it ("unable to write file") does not say so.
+LOW_SPACE_BYTES = 1 << 20
 
 
 class Releases:
@@ -31,22 +40,97 @@ class Releases:
 
     # -- staging -------------------------------------------------------------------------
     def stage(self, commit: str, now: datetime, export: Callable[[Path], None]) -> Path:
-        """Export a commit into a fresh staging directory; returns it."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Export a commit into a fresh staging directory and check its tree; returns it.
+
+        Raises TreeError when the tree must not go live (e.g. a symlink out of the release),
+        HostError on a host fault, else what export raised; the staging directory and its
+        index are removed first.
+        """
         name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{commit[:12]}"
         staging = self.dir / f"{STAGING_PREFIX}{name}"
-        export(staging)
+        with self._cleaning(staging, "cannot stage the release"):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            export(staging)
+            trees.check_links(staging)
         return staging
 
     def build(self, staging: Path, commands: Iterable[Iterable[str]], timeout: float) -> None:
-        for argv in commands:
-            proc.run(list(argv), timeout=timeout, cwd=staging)
+        """Run each argv in the staging directory (no shell, `timeout` seconds each).
+
+        Raises CommandError for the first command that fails, HostError when the failure is
+        the host's; either way the staging directory is removed first.
+        """
+        failpoints.hit("during-build")
+        with self._cleaning(staging, "build failed"):
+            for argv in commands:
+                proc.run(list(argv), timeout=timeout, cwd=staging)
 
     def finish(self, staging: Path) -> Path:
-        """Give a staged, built release its final name."""
+        """Give a staged, built release its final name. Raises HostError or DeployError
+        (the staging directory is removed)."""
         final = self.dir / staging.name[len(STAGING_PREFIX):]
-        os.rename(staging, final)
+        with self._cleaning(staging, "cannot name the release"):
+            try:
+                os.rename(staging, final)
+            except OSError as exc:
+                if hostfault.is_host_errno(exc):
+                    raise
+                raise DeployError(f"cannot rename {staging} to {final.name}: "
+                                  f"{exc.strerror or exc}") from None
         return final
+
+    @contextmanager
+    def _cleaning(self, staging: Path, what: str) -> Iterator[None]:
+        """On any failure inside, remove the staging directory (and its index), and raise a
+        HostError instead when the failure is the host's: judged before the removal, while
+        a full disk is still full."""
+        try:
+            yield
+        except BaseException as exc:
+            fault = self._host_fault(exc, what)
+            self._remove_staging(staging)
+            if fault is not None and fault is not exc:
+                raise fault from None
+            raise
+
+    def _host_fault(self, exc: BaseException, what: str) -> HostError | None:
+        """The HostError a failure stands for, or None when it is the commit's own."""
+        if isinstance(exc, HostError):
+            return exc
+        if isinstance(exc, OSError) and hostfault.is_host_errno(exc):
+            return hostfault.host_error(what, exc)
+        if not isinstance(exc, (OSError, AgentError)) or isinstance(exc, trees.TreeError):
+            return None
+        message = getattr(exc, "message", None) or str(exc)
+        phrase = hostfault.phrase_in(message)
+        if phrase:
+            return HostError(f"{what}: {phrase}: {_one_line(message)}")
+        full = self._nearly_full()
+        if full:
+            return HostError(f"{what} while {self.dir} has {full}: {_one_line(message)}")
+        return None
+
+    def _nearly_full(self) -> str | None:
+        """"12 KiB free" / "no free inodes" when the releases file system is (almost) full."""
+        try:
+            fs = os.statvfs(self.dir)
+        except OSError:
+            return None
+        free = fs.f_bavail * fs.f_frsize
+        if free < LOW_SPACE_BYTES:
+            return f"{free // 1024} KiB free"
+        if fs.f_files and fs.f_favail == 0:
+            return "no free inodes"
+        return None
+
+    def _remove_staging(self, staging: Path) -> None:
+        """Remove a staging directory and the index a killed export may have left beside it
+        (what cannot be removed now, the next prune removes)."""
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            (staging.parent / f".index-{staging.name}").unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def discard(self, path: Path) -> None:
         if path.exists() and path.resolve().parent == self.dir.resolve():
@@ -59,6 +143,48 @@ class Releases:
             return None
         return Path(os.path.realpath(self.live_path))
 
+    def live_path_problem(self) -> str | None:
+        """Why the live path cannot be switched, in one line; None when it can: absent, a
+        plain directory (adopted as the first release), or a symlink into releases_dir (even
+        a dangling one). E.g. "<path> is a plain file", "<path> is a symlink to <target>,
+        outside <releases_dir>", "<path> is a symlink to <target>, which does not exist"."""
+        path = self.live_path
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"cannot look at {path}: {exc.strerror or exc}"
+        if stat.S_ISDIR(mode):
+            return None
+        if not stat.S_ISLNK(mode):
+            return f"{path} is {_kind(mode)}"
+        try:
+            target = os.readlink(path)
+        except OSError as exc:
+            return f"cannot read the symlink {path}: {exc.strerror or exc}"
+        shown = _shown(target)
+        where = Path(os.path.realpath(path))
+        releases = Path(os.path.realpath(self.dir))
+        if releases in where.parents:
+            return None
+        if where == releases:
+            return f"{path} is a symlink to {shown}, which is {self.dir} itself, not a release"
+        if not os.path.exists(path):
+            return f"{path} is a symlink to {shown}, which does not exist"
+        return f"{path} is a symlink to {shown}, outside {self.dir}"
+
+    def live_path_signature(self) -> str:
+        """What the live path is now, as one string ("l:<target>:<inode>:<mtime ns>",
+        "d:…" as `ls -l` marks the type, or "absent"): it changes when an operator fixes
+        the path."""
+        try:
+            st = os.lstat(self.live_path)
+        except OSError as exc:
+            return "absent" if exc.errno == errno.ENOENT else f"unreadable:{exc.errno}"
+        target = _shown(os.readlink(self.live_path)) if stat.S_ISLNK(st.st_mode) else ""
+        return f"{stat.filemode(st.st_mode)[0]}:{target}:{st.st_ino}:{st.st_mtime_ns}"
+
     def adopt_existing(self, now: datetime) -> Path | None:
         """A live path that is still a plain directory (a hand-installed theme) becomes the
         first release, so even the very first deploy has something to roll back to."""
@@ -69,6 +195,9 @@ class Releases:
         try:
             os.rename(self.live_path, adopted)
         except OSError as exc:
+            if hostfault.is_host_errno(exc):
+                raise hostfault.host_error(f"cannot move {self.live_path} into {self.dir}",
+                                           exc) from None
             if exc.errno != errno.EXDEV:
                 raise DeployError(f"cannot move {self.live_path} into {self.dir}: "
                                   f"{exc.strerror}") from None
@@ -89,24 +218,41 @@ class Releases:
             os.symlink(adopted, self.live_path)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if hostfault.is_host_errno(exc):
+                raise hostfault.host_error(f"cannot copy {self.live_path} into {self.dir}",
+                                           exc) from None
             raise DeployError(f"cannot copy {self.live_path} into {self.dir}: "
                               f"{exc.strerror or exc}") from None
         shutil.rmtree(aside, ignore_errors=True)
 
     def switch(self, target: Path | None) -> None:
-        """Point the live path at target atomically (None removes the link)."""
+        """Point the live path at target atomically (None removes the link).
+
+        Raises DeployError when the live path is a real directory, HostError on a host fault
+        (the live link is then unchanged), OSError otherwise.
+        """
         if target is None:
             if self.live_path.is_symlink():
                 self.live_path.unlink()
             return
         if self.live_path.exists() and not self.live_path.is_symlink():
             raise DeployError(f"{self.live_path} is a real directory; refusing to replace it")
-        self.live_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.live_path.with_name(f".{self.live_path.name}.switch-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(target, tmp)
-        os.replace(tmp, self.live_path)
-        _fsync_dir(self.live_path.parent)
+        try:
+            self.live_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, self.live_path)
+            _fsync_dir(self.live_path.parent)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # the same fault again: the next switch removes it first
+            if hostfault.is_host_errno(exc):
+                raise hostfault.host_error(f"cannot point {self.live_path} at {target}",
+                                           exc) from None
+            raise
 
     # -- pruning ---------------------------------------------------------------------------
     def prune(self, keep: Iterable[Path]) -> list[Path]:
@@ -137,3 +283,26 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a plain file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device file"
+
+
+def _shown(path: str) -> str:
+    """A path as valid UTF-8 text (bytes that are not UTF-8 as \\xNN)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]

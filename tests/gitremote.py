@@ -171,8 +171,11 @@ class GitRemote:
         files: dict[str, str | bytes | None],
         message: str,
         base: str | None = None,
+        links: dict[str, str] | None = None,
     ) -> str:
-        """Commit ``files`` (path -> content, None deletes) on ``branch``; return the SHA.
+        """Commit ``files`` (path -> content, None deletes) and ``links`` (path -> symlink
+        target) on ``branch``; return the SHA. A path may be a str with surrogate escapes
+        (``"caf\udce9.css"``) for a file name that is not UTF-8.
 
         The branch is taken from its local head, else from the bare repo, else ``base``
         (a branch or SHA; it also forces a new start point), else created from the
@@ -190,6 +193,12 @@ class GitRemote:
                 target.write_bytes(content)
             else:
                 target.write_text(content, encoding="utf-8")
+        for rel, link_target in (links or {}).items():
+            target = self.work / rel
+            if target.exists() or target.is_symlink():
+                _remove(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(link_target, target)
         self.git("add", "--all")
         date = self._next_date()
         self.git(
@@ -225,8 +234,9 @@ class GitRemote:
         message: str,
         force: bool = False,
         base: str | None = None,
+        links: dict[str, str] | None = None,
     ) -> str:
-        sha = self.commit(branch, files, message, base=base)
+        sha = self.commit(branch, files, message, base=base, links=links)
         self.push(branch, force=force)
         return sha
 

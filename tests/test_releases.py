@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from agent.errors import CommandError, DeployError
+from agent.errors import CommandError, DeployError, HostError
 from agent.releases import STAGING_PREFIX, Releases
+from agent.remote import RemoteCache
 
 NOW = datetime(2026, 11, 26, 14, 0, 3, 123456, tzinfo=timezone.utc)
 SHA = "a1b2c3d4e5f6" + "0" * 28
@@ -244,3 +248,194 @@ def test_adopt_existing_copies_across_filesystems(tmp_path):
         assert (live / "index.html").read_text() == "hand installed"
         assert (adopted / "alias.html").is_symlink()  # links are copied as links
         assert sorted(p.name for p in live.parent.iterdir()) == ["acme"]  # nothing left aside
+
+
+# -- host faults (#9 class 3) -----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs at tmp_path/small (needs root), unmounted at teardown."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30,
+                       check=False)
+
+
+def remount(mount: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True, timeout=30)
+
+
+def test_a_commit_bigger_than_the_disk_is_a_host_error_and_leaves_nothing(tmp_path, small_disk,
+                                                                         git_remote):
+    sha = git_remote.commit_and_push("dev1", {"index.hbs": "home",
+                                              "assets/video.bin": os.urandom(3 << 20)},
+                                     "B100 a big file")
+    cache = RemoteCache(tmp_path / "state" / "cache" / "remote.git", git_remote.url, 20)
+    cache.fetch("dev1", sha)
+    rel = Releases(small_disk / "releases", tmp_path / "themes" / "acme")
+    with pytest.raises(HostError) as info:
+        rel.stage(sha, NOW, lambda dest: cache.export(sha, dest))
+    assert "KiB free" in info.value.message or "No space left" in info.value.message
+    assert os.listdir(rel.dir) == []  # no .staging-*, no .index-*
+    assert info.value.exit_code == 75
+
+
+def test_a_build_that_fills_the_disk_is_a_host_error_and_leaves_nothing(small_disk):
+    rel = Releases(small_disk / "releases", small_disk / "themes" / "acme")
+    staging = rel.stage(SHA, NOW, writer(**{"index.html": "v1"}))
+    fill = ("import sys\ntry:\n    open('bundle.js', 'wb').write(b'x' * (3 << 20))\n"
+            "except OSError:\n    pass\nsys.exit('webpack: build broke')")  # says nothing of space
+    with pytest.raises(HostError) as info:
+        rel.build(staging, [[sys.executable, "-c", fill]], timeout=30)
+    assert "KiB free" in info.value.message and "build broke" in info.value.message
+    assert os.listdir(rel.dir) == []
+
+
+@pytest.mark.parametrize("said", ["error: No space left on device",
+                                  "npm ERR! nospc ENOSPC: no space left on device, write",
+                                  "OSError: [Errno 30] Read-only file system: 'dist'"])
+def test_a_build_whose_output_names_a_host_fault_is_a_host_error(rel, said):
+    staging = rel.stage(SHA, NOW, writer(**{"index.html": "v1"}))
+    code = f"import sys; sys.stderr.write({said!r} + '\\n'); sys.exit(1)"
+    with pytest.raises(HostError, match="build failed"):
+        rel.build(staging, [[sys.executable, "-c", code]], timeout=30)
+    assert os.listdir(rel.dir) == []
+
+
+def test_a_build_that_fails_by_itself_stays_a_command_error_and_leaves_nothing(rel):
+    staging = rel.stage(SHA, NOW, writer(**{"index.html": "v1"}))
+    with pytest.raises(CommandError):
+        rel.build(staging, [[sys.executable, "-c", "raise SystemExit('Permission denied')"]],
+                  timeout=30)
+    assert os.listdir(rel.dir) == []
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EIO, errno.ENOSPC, errno.EMFILE])
+def test_an_export_that_fails_for_the_host_is_a_host_error_and_leaves_nothing(rel, code):
+    def export(dest: Path) -> None:
+        dest.mkdir()
+        (dest / "half.css").write_text("half")
+        (rel.dir / f".index-{dest.name}").write_text("index")
+        raise OSError(code, os.strerror(code), str(dest / "next.css"))
+
+    with pytest.raises(HostError) as info:
+        rel.stage(SHA, NOW, export)
+    assert os.strerror(code) in info.value.message
+    assert os.listdir(rel.dir) == []
+
+
+def test_an_export_that_fails_for_the_commit_stays_what_it_was(rel):
+    def export(dest: Path) -> None:
+        dest.mkdir()
+        raise DeployError("cannot read the release tree (x): fatal: not a tree object")
+
+    with pytest.raises(DeployError, match="not a tree object") as info:
+        rel.stage(SHA, NOW, export)
+    assert not isinstance(info.value, HostError)
+    assert os.listdir(rel.dir) == []
+
+
+def test_finish_on_a_read_only_file_system_is_a_host_error(small_disk):
+    rel = Releases(small_disk / "releases", small_disk / "themes" / "acme")
+    staging = rel.stage(SHA, NOW, writer(**{"index.html": "v1"}))
+    remount(small_disk, "ro")
+    try:
+        with pytest.raises(HostError, match="Read-only file system"):
+            rel.finish(staging)
+    finally:
+        remount(small_disk, "rw")
+
+
+def test_switch_on_a_read_only_file_system_is_a_host_error_and_keeps_the_link(small_disk):
+    rel = Releases(small_disk / "releases", small_disk / "themes" / "acme")
+    a, b = release(rel, 1, **{"index.html": "A"}), release(rel, 2, **{"index.html": "B"})
+    rel.switch(a)
+    remount(small_disk, "ro")
+    try:
+        with pytest.raises(HostError, match="Read-only file system"):
+            rel.switch(b)
+        assert rel.live() == a.resolve()
+    finally:
+        remount(small_disk, "rw")
+    assert sorted(os.listdir(rel.live_path.parent)) == ["acme"]  # no temporary link left
+
+
+def test_the_during_build_failpoint_is_hit_even_without_build_commands(rel):
+    staging = rel.stage(SHA, NOW, writer(**{"index.html": "v1"}))
+    code = ("import sys; from pathlib import Path; from agent.releases import Releases; "
+            "Releases(Path(sys.argv[1]), Path(sys.argv[2])).build(Path(sys.argv[3]), [], 30)")
+    env = dict(os.environ, PYTHONPATH=str(REPO), GHOST_AGENT_FAILPOINTS="during-build=kill")
+    done = subprocess.run([sys.executable, "-c", code, str(rel.dir), str(rel.live_path),
+                           str(staging)], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == -9, done.stderr
+    env["GHOST_AGENT_FAILPOINTS"] = ""
+    done = subprocess.run([sys.executable, "-c", code, str(rel.dir), str(rel.live_path),
+                           str(staging)], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+# -- the live path in an odd state (#9 class 4) -----------------------------------------------
+
+
+def test_a_live_path_that_can_be_switched_has_no_problem(rel):
+    assert rel.live_path_problem() is None  # absent
+    rel.live_path.mkdir(parents=True)
+    assert rel.live_path_problem() is None  # a plain directory: adopted
+    rel.live_path.rmdir()
+    a = release(rel, 1)
+    rel.switch(a)
+    assert rel.live_path_problem() is None
+    os.unlink(rel.live_path)
+    os.symlink(os.path.relpath(rel.dir / "20261126T000000000000Z-gone", rel.live_path.parent),
+               rel.live_path)
+    assert rel.live_path_problem() is None  # dangling, but into releases_dir: switchable
+
+
+def test_a_live_path_that_is_a_plain_file_is_named(rel):
+    rel.live_path.parent.mkdir(parents=True)
+    rel.live_path.write_text("oops")
+    assert rel.live_path_problem() == f"{rel.live_path} is a plain file"
+
+
+def test_a_live_path_linking_to_nothing_outside_is_named(rel):
+    rel.live_path.parent.mkdir(parents=True)
+    os.symlink("/nowhere/acme", rel.live_path)
+    assert rel.live_path_problem() == (
+        f"{rel.live_path} is a symlink to /nowhere/acme, which does not exist")
+
+
+def test_a_live_path_linking_outside_releases_is_named(rel, tmp_path):
+    elsewhere = tmp_path / "versions" / "5.130" / "acme"
+    elsewhere.mkdir(parents=True)
+    rel.live_path.parent.mkdir(parents=True)
+    os.symlink(elsewhere, rel.live_path)
+    assert rel.live_path_problem() == (
+        f"{rel.live_path} is a symlink to {elsewhere}, outside {rel.dir}")
+
+
+def test_the_live_path_signature_changes_when_an_operator_fixes_it(rel, tmp_path):
+    assert rel.live_path_signature() == "absent"
+    rel.live_path.parent.mkdir(parents=True)
+    os.symlink("/nowhere/acme", rel.live_path)
+    broken = rel.live_path_signature()
+    assert broken == rel.live_path_signature()  # stable while nothing changes
+    assert "/nowhere/acme" in broken
+    os.unlink(rel.live_path)
+    os.symlink(release(rel, 1), rel.live_path)
+    fixed = rel.live_path_signature()
+    assert fixed != broken
+    os.unlink(rel.live_path)
+    rel.live_path.write_text("oops")
+    assert rel.live_path_signature() not in (broken, fixed, "absent")

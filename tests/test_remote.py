@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.errors import RemoteError
+from agent.errors import HostError, RemoteError
 from agent.remote import RemoteCache
 from agent.selection import heads_patterns
 from tests.gitremote import GitRemote, SmartHttpGitServer
@@ -337,3 +338,74 @@ def test_a_path_remote_owned_by_another_user_is_trusted(tmp_path, git_remote):
     assert cache.heads(heads_patterns("dev1")).heads == {"dev1": sha}
     cache.fetch("dev1", sha)
     assert cache.has_commit(sha)
+
+
+# -- failpoints and host faults (#9) ------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def killed_at(point: str, code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `code` (argv after -c: args) with the failpoint armed to kill."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), GHOST_AGENT_FAILPOINTS=f"{point}=kill")
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_the_during_fetch_failpoint_is_right_after_the_fetch(tmp_path, git_remote):
+    sha = git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 first")
+    cache_dir = tmp_path / "state" / "cache.git"
+    code = ("import sys; from pathlib import Path; from agent.remote import RemoteCache; "
+            "RemoteCache(Path(sys.argv[1]), sys.argv[2], 20).fetch('dev1', sys.argv[3])")
+    done = killed_at("during-fetch", code, str(cache_dir), git_remote.url, sha)
+    assert done.returncode == -9, done.stderr
+    assert RemoteCache(cache_dir, git_remote.url, 20).has_commit(sha)  # the fetch had run
+
+
+def test_the_during_export_failpoint_is_between_read_tree_and_checkout(tmp_path, git_remote):
+    sha = git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 first")
+    cache = cache_for(tmp_path, git_remote.url)
+    cache.fetch("dev1", sha)
+    dest = tmp_path / "releases" / ".staging-r1"
+    dest.parent.mkdir()
+    code = ("import sys; from pathlib import Path; from agent.remote import RemoteCache; "
+            "RemoteCache(Path(sys.argv[1]), sys.argv[2], 20)"
+            ".export(sys.argv[3], Path(sys.argv[4]))")
+    done = killed_at("during-export", code, str(cache.cache_dir), git_remote.url, sha, str(dest))
+    assert done.returncode == -9, done.stderr
+    assert (dest.parent / ".index-.staging-r1").is_file()  # read-tree wrote the index
+    assert os.listdir(dest) == []  # checkout-index never ran
+
+
+def test_a_full_disk_under_the_cache_is_a_host_error_and_keeps_the_cache(tmp_path, git_remote):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                             capture_output=True, text=True, timeout=30, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        sha = git_remote.commit_and_push("dev1", {"video.bin": os.urandom(3 << 20)}, "B1 big")
+        cache = RemoteCache(small / "cache" / "remote.git", git_remote.url, TIMEOUT)
+        with pytest.raises(HostError, match="No space left on device"):
+            cache.fetch("dev1", sha)
+        assert cache.cache_dir.is_dir()
+        assert list(cache.cache_dir.parent.glob("*.broken-*")) == []  # not taken for broken
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True, timeout=30,
+                       check=False)
+
+
+def test_a_broken_cache_heals_under_log_and_export_too(tmp_path, git_remote):
+    sha = git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 first")
+    cache = cache_for(tmp_path, git_remote.url)
+    cache.fetch("dev1", sha)
+    (cache.cache_dir / "config").write_bytes(b"[[[ garbage\n")
+    commits, _ = cache.log(sha, None)  # the fetch above is what refills it
+    assert [c[0] for c in commits] == [sha]
+    (cache.cache_dir / "HEAD").write_text("garbage\n")
+    cache.export(sha, tmp_path / "r1")
+    assert (tmp_path / "r1" / "index.html").read_text() == "v1"
+    assert len(list(cache.cache_dir.parent.glob("cache.git.broken-*"))) == 1

@@ -153,3 +153,11 @@ def test_release_version_splits_name_and_version():
 def test_heads_patterns():
     assert heads_patterns("dev1") == ["refs/heads/dev1"]
     assert heads_patterns("staging1*") == ["refs/heads/staging1*"]
+
+
+def test_branch_names_that_are_not_utf8_are_never_picked():
+    # remote.heads() keeps them out of heads; the cycle reports Snapshot.undecodable itself
+    s = Snapshot({"staging1-1.0": sha(1)}, undecodable=("staging1-9.\\xb1",))
+    sel = select(s, "staging1*")
+    assert sel.target.branch == "staging1-1.0"
+    assert sel.unreadable == ()
