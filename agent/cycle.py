@@ -396,30 +396,36 @@ class Agent:
             self._discard(staging)
             raise Interrupted("stop requested before the switch; the live site is untouched")
 
-        release_dir = None
+        release_dir = self.releases.final_name(staging)
         try:
-            release_dir = self.releases.finish(staging)
-            failpoints.hit("after-rename")
             live_before = self.releases.live() or self.releases.adopt_existing(attempt.started)
+            # Recorded before the rename: a run killed from here on leaves a directory that
+            # the next run knows of, and finishes or removes.
             state.inflight = {
                 "branch": target.branch, "commit": target.commit, "version": target.version,
-                "dir": str(release_dir), "previous_dir": str(live_before) if live_before else None,
+                "dir": str(release_dir), "staging": str(staging),
+                "previous_dir": str(live_before) if live_before else None,
                 "previous_commit": attempt.previous_commit, "trigger": trigger,
                 "started_at": clock.iso(attempt.started), "cards": attempt.cards,
                 "uncarded_commits": attempt.uncarded, "phase": "verifying",
             }
-            self.store.save(state)  # before the switch: a kill from here on is recovered
+            self.store.save(state)
+            failpoints.hit("after-inflight-record")
+            self.releases.finish(staging)
+            failpoints.hit("after-rename")
         except DeployError as exc:  # e.g. a hand-installed theme that cannot be adopted
-            self._discard(release_dir or staging)
+            self._discard(staging)
+            self._discard(release_dir)
             state.inflight = None
             self._quarantine(state, target, exc.message)
             return self._record(state, attempt, outcome="failed", step="switch",
                                 error=exc.message, live_commit=attempt.previous_commit)
         except BaseException:
-            self._discard(release_dir or staging)  # nothing may pile up in releases_dir
+            self._discard(staging)  # nothing may pile up in releases_dir
+            self._discard(release_dir)
             state.inflight = None
+            self._save_quietly(state)
             raise
-        failpoints.hit("after-inflight-record")
         try:
             self.releases.switch(release_dir)
         except (OSError, DeployError) as exc:  # the old link is still in place
@@ -659,6 +665,8 @@ class Agent:
         # Killed before the switch took effect: the old release is still live. Nothing to record;
         # the normal cycle deploys the target again.
         self.releases.discard(new_dir)
+        if inflight.get("staging"):
+            self.releases.discard(Path(inflight["staging"]))
         state.inflight = None
         self.store.save(state)
         return None

@@ -407,8 +407,9 @@ def _get_doc(session: requests.Session, url: str, timeout: float, watch: _Watch)
 
 def _read_limited(response: requests.Response, watch: _Watch, timeout: float) -> bytes:
     too_large = f"too large (> {MAX_BYTES} bytes)"
-    length = response.headers.get("Content-Length", "")
-    if length.strip().isdigit() and int(length) > MAX_BYTES:
+    length = response.headers.get("Content-Length", "").strip()
+    # (a length of thousands of digits is too large, and int() would refuse it)
+    if length.isdigit() and (len(length) > 15 or int(length) > MAX_BYTES):
         raise _Failed(too_large)
     body = bytearray()
     for chunk in response.iter_content(chunk_size=65536):

@@ -65,10 +65,14 @@ class Releases:
             for argv in commands:
                 proc.run(list(argv), timeout=timeout, cwd=staging)
 
+    def final_name(self, staging: Path) -> Path:
+        """The directory `finish` renames a staging directory to."""
+        return self.dir / staging.name[len(STAGING_PREFIX):]
+
     def finish(self, staging: Path) -> Path:
         """Give a staged, built release its final name. Raises HostError or DeployError
         (the staging directory is removed)."""
-        final = self.dir / staging.name[len(STAGING_PREFIX):]
+        final = self.final_name(staging)
         with self._cleaning(staging, "cannot name the release"):
             try:
                 os.rename(staging, final)

@@ -8,7 +8,9 @@ from agent.models import Selection, Snapshot, Target
 
 SEPARATORS = "-/_."
 # A version is numbers joined by one kind of separator: 1.3.22, 1-3-22, 1_3_22 (not 1.3-22).
-_VERSION = re.compile(r"^(\d+)(?:([.\-_])\d+(?:\2\d+)*)?$")
+# At most 18 digits a part (any 64-bit number) and 20 parts: a longer "version" is not one
+# (and Python refuses to turn 4,300 digits into an int).
+_VERSION = re.compile(r"^(\d{1,18})(?:([.\-_])\d{1,18}(?:\2\d{1,18}){0,18})?$")
 
 
 def is_release_flag(flag: str) -> bool:

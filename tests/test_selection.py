@@ -161,3 +161,11 @@ def test_branch_names_that_are_not_utf8_are_never_picked():
     sel = select(s, "staging1*")
     assert sel.target.branch == "staging1-1.0"
     assert sel.unreadable == ()
+
+
+def test_a_version_of_thousands_of_digits_is_unreadable_not_a_crash():
+    # int() refuses more than 4,300 digits; such a branch is reported, never deployed.
+    huge = "staging1-1." + "9" * 5000
+    picked = select(Snapshot({huge: "a" * 40, "staging1-1.3.10": "b" * 40}), "staging1*")
+    assert picked.target.branch == "staging1-1.3.10"
+    assert picked.unreadable == (huge,)
