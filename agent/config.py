@@ -1,21 +1,34 @@
 """agent.toml: load it into frozen dataclasses, validating every key.
 
-Every problem is collected and reported at once (ConfigError.problems), one line each,
-naming the file, the key and the value, so that an operator fixes the file in one pass.
-Secret values (Slack webhook_url and token) are never echoed; they and any credentials in
-a URL are registered with agent.redact so that no later log line can leak them either.
+Any file gives either a Config or a ConfigError that lists every problem at once, one line
+each, naming the file, the key and the value (shown safely), so that an operator fixes the
+file in one pass; never another exception. Validation runs in two phases, as borgmatic's
+config/validate.py does:
+
+1. each value on its own: its type, shape and range (the _Table getters). A value that
+   fails is reported and kept out of phase two.
+2. the rules that relate values (a default taken from another key, paths that must not
+   nest, placeholders in check URLs, ...), run only on values that passed phase one, so a
+   bad value is reported once and can never crash them.
+
+Secret values (Slack webhook_url and token, Trello key and token, git credentials, and any
+key named like one) are never echoed; they and any credentials in a URL are registered with
+agent.redact so that no later log line can leak them either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
+import functools
 import json
 import math
 import os
 import re
+import stat
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +46,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/ghost-agent/agent.toml")
 CONFIG_ENV = "GHOST_AGENT_CONFIG"
 
 MAX_SECONDS = 86400.0  # a day: longer timeouts or poll intervals are typos
+MAX_SECRET_BYTES = 64 * 1024  # a secret file larger than this is not a secret file
 RELEASE_SEPARATORS = "-/_."
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -154,6 +169,15 @@ class CardsConfig:
 
 
 @dataclass(frozen=True)
+class PublishConfig:
+    """What the public ci-cd files may carry beyond the deploy history itself."""
+
+    # Ghost's journal tail of a failed deploy (request paths, stack traces, readers'
+    # addresses): left out unless the operator opts in; e-mail and IP addresses stay masked.
+    journal_tail: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     site: SiteConfig
@@ -169,6 +193,7 @@ class Config:
     promotion: PromotionConfig | None = None
     fleet: FleetConfig | None = None
     warnings: tuple[str, ...] = ()  # not errors, but an operator should hear of them
+    publish: PublishConfig = PublishConfig()
 
 
 # --------------------------------------------------------------------------- entry points
@@ -185,15 +210,18 @@ def config_path(cli_value: str | None) -> Path:
 
 
 def load_config(path: Path | str) -> Config:
-    """Read and validate agent.toml; raise ConfigError listing every problem."""
+    """Read and validate agent.toml (UTF-8; a leading byte order mark is allowed).
+
+    Returns the Config (its .warnings: lines an operator should see, not errors). Raises
+    ConfigError (exit code 78) whose .problems hold one line per problem, each starting
+    with the file's path; whatever the file holds, no other exception escapes.
+    """
     path = Path(path)
     problems = _Problems(path)
     data = _read_toml(path, problems)
-    if data is None:
-        raise ConfigError(problems.lines)
-    config = _build(path, data, problems)
-    if problems.lines:
-        raise ConfigError(problems.lines)
+    config = _build(path, data, problems) if data is not None else None
+    if config is None or problems.texts:
+        raise ConfigError(problems.lines())
     return config
 
 
@@ -205,32 +233,118 @@ class _Problems:
 
     def __init__(self, path: Path):
         self.path = path
-        self.lines: list[str] = []
+        self.texts: list[tuple[str | _Shown, ...]] = []
 
-    def add(self, text: str) -> None:
-        self.lines.append(f"{self.path}: {text}")
+    def add(self, *parts: str | _Shown) -> None:
+        self.texts.append(parts)
+
+    def lines(self) -> list[str]:
+        # Written at the end, once every secret in the file is known: a token read from
+        # [slack] is masked in a [site] line too, even where a long value is cut.
+        return [f"{self.path}: {redact(''.join(map(str, parts)))}" for parts in self.texts]
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """A value in a problem line, shown by _show() when the lines are written."""
+
+    value: Any
+
+    def __str__(self) -> str:
+        return _show(self.value)
+
+
+_MASKED = json.dumps(MASK)
+
+
+# Keys whose values are, or may well be, secrets: never echoed, even when they are bad (a
+# token pasted into token_file, a private key pasted into ssh_key).
+_SECRET_KEY = re.compile(
+    r"(?:^|_)(?:token|key|password|passwd|secret|credentials?|webhook_url)(?:_file)?$", re.I
+)
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
 
 
 def _show(value: Any, limit: int = 80) -> str:
-    """A value the way it would look in TOML, credentials masked, long ones cut."""
-    text = _toml_repr(value)
+    """A value the way it would look in TOML, on one line, secrets masked, long ones cut."""
+    text = _toml_repr(value, limit + 1)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _toml_repr(value: Any) -> str:
+def _toml_repr(value: Any, room: int) -> str:
+    """`value` as TOML. Only about `room` characters are rendered (the rest would be cut), so
+    a huge or deeply nested value costs no more than what is shown."""
+    if room <= 0:
+        return "…"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(redact(value), ensure_ascii=False)
-    if isinstance(value, (int, float)):
+        return _quote(redact(value)[:room])  # redacted before it is cut: no half secret
+    if isinstance(value, int):
+        try:
+            return repr(value)
+        except ValueError:  # more digits than Python will write (sys.int_info): hex it is
+            return f"{value:#x}"
+    if isinstance(value, float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_repr(v) for v in value) + "]"
+        return _joined("[", value, _toml_repr, "]", room)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_repr(v)}" for k, v in value.items()) + "}"
+        return _joined("{", value.items(), _toml_item, "}", room)
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
-    return redact(repr(value))
+    return _quote(redact(repr(value))[:room])
+
+
+def _toml_item(item: tuple[str, Any], room: int) -> str:
+    key, value = item
+    shown = _show_key(key)
+    if _is_secret_key(key):
+        return f"{shown} = {_MASKED}"
+    return f"{shown} = {_toml_repr(value, room - len(shown) - 3)}"
+
+
+def _joined(opening: str, items: Iterable[Any], render: Callable[[Any, int], str],
+            closing: str, room: int) -> str:
+    """opening + rendered items + closing, rendering no more items than `room` can show."""
+    text = opening
+    for item in items:
+        if len(text) >= room:
+            return text + "…"
+        text += ("" if text == opening else ", ") + render(item, room - len(text) - 2)
+    return text + closing
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _show_key(key: str, limit: int = 60) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted; on one line, cut."""
+    if _BARE_KEY.fullmatch(key) and len(key) <= limit:
+        return key
+    text = _quote(key[:limit])
+    return text if len(key) <= limit else text[:-1] + '…"'
+
+
+def _quote(text: str) -> str:
+    """A one-line quoted string: control, line-separating and other unprintable characters
+    are escaped, so a value can neither forge a second problem line nor hide itself."""
+    return _plain(json.dumps(text, ensure_ascii=False))
+
+
+def _plain(text: str) -> str:
+    """Text on one line: unprintable characters escaped as in a quoted string."""
+    return text if text.isprintable() else "".join(
+        c if c.isprintable() else _escape(c) for c in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 class _Invalid(Exception):
@@ -246,24 +360,35 @@ class _Table:
 
     A getter returns the (normalised) value, the default when the key is absent, or None
     when the value is bad or a required key is missing: parsing carries on so that every
-    problem is found, and load_config raises before any half-built Config escapes.
+    problem is found, and load_config raises before any half-built Config escapes. Keys that
+    failed are remembered, so that phase two can skip the rules that would read them.
     """
 
     def __init__(self, problems: _Problems, label: str, data: dict, *, quiet: bool = False):
         self.problems = problems
         self.label = label  # "[git]", "[[checks]] #2"
         self.data = data
-        self.quiet = quiet  # the whole table is missing: that was reported once already
+        self.quiet = quiet  # the whole table is missing or not a table: reported once already
         self.seen: set[str] = set()
+        self.failed: set[str] = set()
         self.inline_secrets: list[str] = []  # secrets written in agent.toml itself
 
     # -- reporting
 
     def bad(self, key: str, value: Any, message: str, *, secret: bool = False) -> None:
-        shown = json.dumps(MASK) if secret else _show(value)
-        self.problems.add(f"{self.label} {key} = {shown}: {message}")
+        shown = _MASKED if secret or _is_secret_key(key) else _Shown(value)
+        self.fail(key, message, shown=shown)
+
+    def fail(self, key: str, message: str, *, shown: str | _Shown | None = None) -> None:
+        """Report a problem with `key` (its value shown when given) and mark the key failed."""
+        self.failed.add(key)
+        if shown is None:
+            self.problems.add(f"{self.label} {_show_key(key)}: {message}")
+        else:
+            self.problems.add(f"{self.label} {_show_key(key)} = ", shown, f": {message}")
 
     def missing(self, key: str, why: str = "required") -> None:
+        self.failed.add(key)
         if not self.quiet:
             self.problems.add(f"{self.label} {key}: missing ({why})")
 
@@ -272,9 +397,15 @@ class _Table:
         for key in self.data:
             if key in self.seen:
                 continue
-            hint = difflib.get_close_matches(key, sorted(self.seen), n=1)
+            hint = difflib.get_close_matches(key[:100], sorted(self.seen), n=1)
             extra = f" (did you mean {hint[0]}?)" if hint else ""
-            self.problems.add(f"{self.label} {key}: unknown key{extra}")
+            self.problems.add(f"{self.label} {_show_key(key)}: unknown key{extra}")
+
+    # -- phase two
+
+    def passed(self, *keys: str) -> bool:
+        """Did each of `keys` pass phase one (a valid value, or absent with its default)?"""
+        return not self.quiet and self.failed.isdisjoint(keys)
 
     # -- getters
 
@@ -338,6 +469,16 @@ class _Table:
         self.bad(key, value, f"expected a whole number {expected}")
         return None
 
+    def fraction(self, key: str, default: float) -> float | None:
+        """A number > 0 and <= 1 (a share)."""
+        value = self._take(key, default)
+        if value is _ABSENT:
+            return float(default)
+        if _is_number(value) and 0 < value <= 1:
+            return float(value)
+        self.bad(key, value, "expected a number > 0 and <= 1, e.g. 1.0 or 0.8")
+        return None
+
     def boolean(self, key: str, default: bool) -> bool | None:
         value = self._take(key, default)
         if value is _ABSENT:
@@ -350,51 +491,58 @@ class _Table:
     def secret(self, key: str, credential: str, *, check: Callable[[str], Any] | None = None,
                required: bool = False) -> Any:
         """A secret from `key`, from the file named by `key_file`, or from the systemd
-        credential `credential` ($CREDENTIALS_DIRECTORY, LoadCredential=). Never echoed."""
-        inline = self.string(key, None, check=check, secret=True)
+        credential `credential` ($CREDENTIALS_DIRECTORY, LoadCredential=). Never echoed.
+        Returns the checked value, or None when it is absent or bad (then reported)."""
         file_key = f"{key}_file"
+        inline = self.string(key, None, check=check, secret=True)
         path = self.path(file_key, None)
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
         if self.has(key) and self.has(file_key):
-            self.problems.add(f"{self.label} {file_key}: set either {key} or {file_key}, not both")
+            self.fail(file_key, f"set either {key} or {file_key}, not both")
             return None
         if self.has(key):
             if inline is not None:
                 self.inline_secrets.append(key)
             return inline
-        source = path
-        if source is None and not self.has(file_key) and creds:
-            candidate = Path(creds) / credential
-            try:
-                source = candidate if candidate.exists() else None
-            except OSError as exc:  # e.g. $CREDENTIALS_DIRECTORY not readable by this user
-                self.problems.add(f"{self.label} {key}: cannot read the systemd credential "
-                                  f"{candidate}: {exc.strerror}")
-                return None
+        if self.has(file_key):
+            return self._secret_from(file_key, key, path, check) if path else None
+        source = self._credential(key, credential)
         if source is None:
-            if required and not self.has(file_key):
+            if required and key not in self.failed:
                 self.missing(key, f"set {key}, {file_key}, or the systemd credential "
                                   f"{credential}")
             return None
-        try:
-            value = source.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            self.problems.add(f"{self.label} {file_key} = {_show(str(source))}: "
-                              f"cannot read the secret: {reason}")
+        return self._secret_from(file_key, key, source, check)
+
+    def _credential(self, key: str, credential: str) -> Path | None:
+        """The systemd credential's file, when $CREDENTIALS_DIRECTORY holds it."""
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
             return None
-        if not value:
-            self.problems.add(f"{self.label} {file_key} = {_show(str(source))}: the file is empty")
+        candidate = Path(creds) / credential
+        try:
+            return candidate if candidate.exists() else None
+        except OSError as exc:  # e.g. $CREDENTIALS_DIRECTORY not readable by this user
+            self.fail(key, f"cannot read the systemd credential {_show(str(candidate))}: "
+                           f"{exc.strerror}")
+            return None
+
+    def _secret_from(self, file_key: str, key: str, source: Path,
+                     check: Callable[[str], Any] | None) -> Any:
+        try:
+            value = _read_secret(source)
+        except _Invalid as exc:
+            self.fail(file_key, str(exc), shown=_Shown(str(source)))
             return None
         register_secret(value)
-        if check is not None:
-            try:
-                return check(value)
-            except _Invalid as exc:
-                self.problems.add(f"{self.label} {key} (from {source}) = {json.dumps(MASK)}: "
-                                  f"{exc}")
-                return None
-        return value
+        if check is None:
+            return value
+        try:
+            return check(value)
+        except _Invalid as exc:
+            self.failed.add(key)
+            self.problems.add(f"{self.label} {key} = {_MASKED} (from ", _Shown(str(source)),
+                              f"): {exc}")
+            return None
 
     def path(self, key: str, default: Any = _REQUIRED) -> Path | None:
         return self.string(key, default, check=_check_abs_path)
@@ -419,24 +567,48 @@ class _Table:
                 self.bad(
                     key,
                     value,
-                    f"command #{number} ({_show(argv, 40)}) is not a non-empty list of "
-                    f"non-empty strings; expected a list of argv lists, {example}",
+                    f"command #{number} is not a non-empty list of non-empty strings; "
+                    f"expected a list of argv lists, {example}",
                 )
                 return None
             commands.append(tuple(argv))
         return tuple(commands)
 
 
+def _read_secret(path: Path) -> str:
+    """The stripped text of a secret file; raises _Invalid saying why it cannot be had."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or flood
+            raise _Invalid("cannot read the secret: not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise _Invalid(f"cannot read the secret: {exc.strerror or 'cannot open it'}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise _Invalid(f"cannot read the secret: larger than {MAX_SECRET_BYTES // 1024} KiB")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise _Invalid("cannot read the secret: not UTF-8 text") from None
+    if not value:
+        raise _Invalid("the file is empty")
+    return value
+
+
 def _is_number(value: Any) -> bool:
     # bools are ints in Python but not numbers in a config; inf and nan are not durations
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # (and math.isfinite() cannot take an int too large for a float: every int is finite)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 # --------------------------------------------------------------------------- value checks
 # Each takes the raw string, returns the normalised value, or raises _Invalid(expected).
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and the Unicode line separators: each would break a line in a log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _check_label(value: str) -> str:
@@ -482,6 +654,32 @@ def _check_check_url(value: str) -> str:
     return _check_url(value, allow_query=True)
 
 
+def _check_slack_api_url(value: str) -> str:
+    # slack_sdk joins method names to its base URL: it must end with "/"
+    return _check_url(value).rstrip("/") + "/"
+
+
+def _check_trello_api_url(value: str) -> str:
+    return _check_url(value).rstrip("/")
+
+
+_PLACEHOLDERS = ("{local_url}", "{public_url}")
+
+
+def _check_url_template(value: str) -> str:
+    """A check URL before its placeholders are replaced (phase two makes it a URL)."""
+    if _CONTROL.search(value) or " " in value:
+        raise _Invalid("expected an http(s) URL without spaces or control characters")
+    rest = value
+    for placeholder in _PLACEHOLDERS:
+        rest = rest.replace(placeholder, "")
+    leftover = re.search(r"\{[^{}]*\}", rest)
+    if leftover:
+        raise _Invalid(f"unknown placeholder {_plain(leftover.group()[:40])}; use "
+                       "{local_url} or {public_url}")
+    return value
+
+
 def _register_url_credentials(url: str) -> None:
     """https://user:tok@host -> "tok" is a secret; so is a bare token (https://tok@host)."""
     try:
@@ -506,6 +704,15 @@ def _check_remote(value: str) -> str:
         raise _Invalid('expected a git URL or path, not something starting with "-"')
     if _CONTROL.search(value) or re.search(r"\s", value):
         raise _Invalid("expected a git URL or path without spaces or control characters")
+    if re.match(r"(?i)(ext|fd)::", value):
+        # git refuses them by default (protocol.allow); say so before a deploy tries
+        raise _Invalid("expected a git URL or path, not the ext:: or fd:: transport "
+                       "(they run commands)")
+    try:
+        urlsplit(value).port  # noqa: B018 -- raises ValueError on a bad host or port
+    except ValueError:
+        # not echoing the exception: it may quote part of a secret URL
+        raise _Invalid("expected a git URL with a valid host and port, or a path") from None
     _register_url_credentials(value)
     return value
 
@@ -580,7 +787,7 @@ def _check_flag(value: str) -> str:
 
 
 def _check_time(value: str) -> datetime.time:
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", value)  # \d would take "٠٣:٣٠" too
     if not match or int(match[1]) > 23 or int(match[2]) > 59:
         raise _Invalid('expected a time "HH:MM" from 00:00 to 23:59, e.g. "03:30"')
     return datetime.time(int(match[1]), int(match[2]))
@@ -590,17 +797,29 @@ def _check_timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        if not zoneinfo.available_timezones():
+        if not _have_tz_database():
             raise _Invalid("no time zone database on this host (install tzdata)") from None
         raise _Invalid('expected an IANA time zone name, e.g. "Europe/Paris" or "UTC"') from None
     return value
 
 
+@functools.cache
+def _have_tz_database() -> bool:
+    return bool(zoneinfo.available_timezones())  # walks the whole database: once is enough
+
+
 def _check_regex(value: str) -> str:
     try:
         compiled = re.compile(value)
-    except re.error as exc:
-        raise _Invalid(f"expected a Python regular expression ({exc})") from None
+    except re.error as exc:  # its message may quote part of the pattern: kept on one line
+        raise _Invalid(f"expected a Python regular expression ({_plain(str(exc))[:120]})"
+                       ) from None
+    except OverflowError:
+        raise _Invalid("expected a Python regular expression (a repeat count is too large)"
+                       ) from None
+    except RecursionError:
+        raise _Invalid("expected a Python regular expression (groups nested too deeply)"
+                       ) from None
     if compiled.search("") is not None:
         raise _Invalid("expected a regular expression that does not match an empty string")
     return value
@@ -624,31 +843,58 @@ def _check_nonempty(value: str) -> str:
     return value
 
 
+
 # --------------------------------------------------------------------------- reading
 
 
 def _read_toml(path: Path, problems: _Problems) -> dict | None:
+    """The parsed document, or None with the one problem that stops it being read."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         problems.add(f"cannot read config: {exc.strerror or exc}")
         return None
+    text = _decode(raw, problems)
+    if text is None:
+        return None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problems.add(f"invalid TOML: not UTF-8 text (byte {exc.start})")
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
+        message = str(exc)  # tomllib's messages name a position, never the text there
         line = re.search(r"\(at line (\d+), column \d+\)", message)
         where = f"line {line[1]}: " if line else ""
         problems.add(f"{where}invalid TOML: {message}")
+    except ValueError:  # int() refuses more than 4300 digits (sys.int_info)
+        problems.add("invalid TOML: a number too long to read")
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        problems.add("invalid TOML: arrays or inline tables nested too deeply")
     return None
 
 
+def _decode(raw: bytes, problems: _Problems) -> str | None:
+    """UTF-8 text; the byte order mark some Windows editors write first is dropped."""
+    start = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
+    try:
+        return raw[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(_not_utf8(raw, start + exc.start))
+        return None
+
+
+def _not_utf8(raw: bytes, offset: int) -> str:
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+    advice = "it looks like UTF-16: save it as UTF-8" if utf16 else "save the file as UTF-8"
+    return (f"invalid TOML: not UTF-8 text at byte {offset} (0x{raw[offset]:02x}, line {line}, "
+            f"column {column}): {advice}")
+
+
 _TABLES = ("site", "agent", "git", "deploy", "ghost", "window", "checks", "slack", "cards",
-           "trello", "promotion", "fleet")
+           "trello", "promotion", "fleet", "publish")
 _SECRET_TABLES = ("slack", "trello")
 _REQUIRED_TABLES = ("site", "git", "deploy", "ghost")
+_DEFAULT_TABLES = ("agent", "cards", "publish")  # absent: every key takes its default
 
 
 def _table(problems: _Problems, data: dict, name: str) -> _Table | None:
@@ -656,60 +902,84 @@ def _table(problems: _Problems, data: dict, name: str) -> _Table | None:
     value = data.get(name)
     if isinstance(value, dict):
         return _Table(problems, f"[{name}]", value)
-    if isinstance(value, list):
+    if _is_array_of_tables(value):
         problems.add(f"[[{name}]]: expected a single [{name}] table, not an array of tables")
     elif name in data:
-        shown = json.dumps(MASK) if name in _SECRET_TABLES else _show(value)  # may hold one
-        problems.add(f"{name} = {shown}: expected a [{name}] table")
+        shown = _MASKED if name in _SECRET_TABLES else _Shown(value)  # it may hold a secret
+        problems.add(f"{name} = ", shown, f": expected a [{name}] table")
     elif name in _REQUIRED_TABLES:
         problems.add(f"[{name}]: missing (required table)")
+    elif name in _DEFAULT_TABLES:
+        return _Table(problems, f"[{name}]", {})
     else:
         return None
     return _Table(problems, f"[{name}]", {}, quiet=True)
 
 
-def _build(path: Path, data: dict, problems: _Problems) -> Config:
+def _is_array_of_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _unknown_tables(problems: _Problems, data: dict) -> None:
     for name, value in data.items():
         if name in _TABLES:
             continue
+        shown = _show_key(name)
+        hint = difflib.get_close_matches(name[:100], _TABLES, n=1)
+        extra = f" (did you mean [{hint[0]}]?)" if hint else ""
         if isinstance(value, dict):
-            hint = difflib.get_close_matches(name, _TABLES, n=1)
-            extra = f" (did you mean [{hint[0]}]?)" if hint else ""
-            problems.add(f"[{name}]: unknown table{extra}")
-        else:
-            problems.add(f"{name}: unknown key outside any table (keys belong in a table)")
+            problems.add(f"[{shown}]: unknown table{extra}")
+        elif _is_array_of_tables(value):
+            problems.add(f"[[{shown}]]: unknown array of tables{extra}")
+        else:  # its value is not shown: a misplaced key may well hold a secret
+            problems.add(f"{shown}: unknown key outside any table (keys belong in a table)")
 
-    site = _site(_table(problems, data, "site"))
-    agent = _agent(_table(problems, data, "agent") or _Table(problems, "[agent]", {}))
-    git = _git(_table(problems, data, "git"))
-    deploy = _deploy(_table(problems, data, "deploy"), agent)
-    ghost = _ghost(_table(problems, data, "ghost"))
-    window_table = _table(problems, data, "window")
-    window = _window(window_table) if window_table else None
-    checks = _checks(problems, data.get("checks"), "checks" in data, site)
-    slack_table = _table(problems, data, "slack")
-    slack = _slack(slack_table) if slack_table else None
-    cards = _cards(_table(problems, data, "cards") or _Table(problems, "[cards]", {}))
-    trello_table = _table(problems, data, "trello")
-    trello = _trello(trello_table) if trello_table else None
-    promotion_table = _table(problems, data, "promotion")
-    promotion = _promotion(promotion_table) if promotion_table else None
-    fleet_table = _table(problems, data, "fleet")
-    fleet = _fleet(fleet_table) if fleet_table else None
-    if fleet and fleet.slack and slack is None:
-        problems.add("[fleet] slack = true: needs a [slack] table")
-    inline = [f"[slack] {k}" for k in (slack_table.inline_secrets if slack_table else [])]
-    inline += [f"[trello] {k}" for k in (trello_table.inline_secrets if trello_table else [])]
-    if git.remote and _url_has_credentials(data.get("git", {}).get("remote")):
+
+def _build(path: Path, data: dict, problems: _Problems) -> Config:
+    _unknown_tables(problems, data)
+    t = {name: _table(problems, data, name) for name in _TABLES if name != "checks"}
+
+    # Phase one: each value on its own (type, shape, range); every problem is collected.
+    site = _site(t["site"])
+    agent = _agent(t["agent"])
+    git, credentials = _git(t["git"])
+    deploy = _deploy(t["deploy"])
+    ghost = _ghost(t["ghost"])
+    window = _window(t["window"]) if t["window"] else None
+    checks = _checks(problems, data)
+    slack = _slack(t["slack"]) if t["slack"] else None
+    cards = _cards(t["cards"])
+    trello = _trello(t["trello"]) if t["trello"] else None
+    promotion = _promotion(t["promotion"]) if t["promotion"] else None
+    fleet = _fleet(t["fleet"]) if t["fleet"] else None
+    publish = _publish(t["publish"])
+
+    # Phase two: the rules that relate values, each only on values that passed phase one.
+    warnings = _readable_secret_warnings(path, _inline_secrets(t, git))
+    site = _site_defaults(t["site"], site)
+    git = _git_credentials(t["git"], git, credentials)
+    deploy = _deploy_paths(t["deploy"], deploy, t["agent"], agent)
+    _window_spread(t["window"], window)
+    all_checks = _relate_checks(checks, t["site"], site)
+    _fleet_needs(t["fleet"], fleet, have_slack=slack is not None)
+    return Config(path, site, agent, git, deploy, ghost, window, all_checks, slack, cards,
+                  trello, promotion, fleet, warnings, publish)
+
+
+def _inline_secrets(t: dict[str, _Table | None], git: GitConfig) -> list[str]:
+    """The secrets written in agent.toml itself, as "[table] key"."""
+    inline = []
+    for name in (*_SECRET_TABLES, "git"):  # [git] credentials = "user:token"
+        table = t[name]
+        inline += [f"[{name}] {key}" for key in (table.inline_secrets if table else [])]
+    if t["git"].passed("remote") and _url_has_credentials(git.remote):
         inline.append("[git] remote")
-    warnings = _readable_secret_warnings(path, inline)
-    return Config(path, site, agent, git, deploy, ghost, window, checks, slack, cards, trello,
-                  promotion, fleet, warnings)
+    return inline
 
 
-def _url_has_credentials(url: Any) -> bool:
-    return isinstance(url, str) and "@" in urlsplit(url).netloc and \
-        urlsplit(url).scheme in ("http", "https")
+def _url_has_credentials(url: str) -> bool:
+    parts = urlsplit(url)  # a remote that passed phase one splits
+    return "@" in parts.netloc and parts.scheme in ("http", "https")
 
 
 def _readable_secret_warnings(path: Path, inline: list[str]) -> tuple[str, ...]:
@@ -727,7 +997,9 @@ def _readable_secret_warnings(path: Path, inline: list[str]) -> tuple[str, ...]:
             "systemd credentials",)
 
 
-# --------------------------------------------------------------------------- sections
+# --------------------------------------------------------------------------- sections: phase one
+# Each reads its table's keys one by one and returns its dataclass; a bad or missing value is
+# None there (load_config raises before such a Config escapes).
 
 
 def _site(t: _Table) -> SiteConfig:
@@ -737,12 +1009,7 @@ def _site(t: _Table) -> SiteConfig:
     local_url = t.string("local_url", "http://127.0.0.1:2368", check=_check_site_url)
     content_dir = t.path("content_dir")
     ci_cd_dir = t.path("ci_cd_dir", None)
-    if ci_cd_dir is None and not t.has("ci_cd_dir") and content_dir is not None:
-        ci_cd_dir = content_dir / "files"
-    # Ghost serves content/files/ at /content/files/; nginx may serve them at the root.
     ci_cd_url = t.string("ci_cd_url", None, check=_check_site_url)
-    if ci_cd_url is None and not t.has("ci_cd_url") and public_url:
-        ci_cd_url = f"{public_url}/content/files"
     t.unknown()
     return SiteConfig(name, flag, public_url, local_url, content_dir, ci_cd_dir, ci_cd_url)
 
@@ -754,53 +1021,25 @@ def _agent(t: _Table) -> AgentSection:
     return AgentSection(state_dir, history)
 
 
-def _git(t: _Table) -> GitConfig:
+def _git(t: _Table) -> tuple[GitConfig, str | None]:
+    """[git], and the credentials that phase two puts into the remote URL."""
     remote = t.string("remote", check=_check_remote)
     poll = t.seconds("poll_seconds", GitConfig.poll_seconds)
     timeout = t.seconds("timeout_seconds", GitConfig.timeout_seconds)
     ssh_key = t.path("ssh_key", None)
     credentials = t.secret("credentials", "git-credentials")
     t.unknown()
-    if remote and credentials:
-        remote = _with_credentials(t, remote, credentials)
-    return GitConfig(remote, poll, timeout, ssh_key)
+    return GitConfig(remote, poll, timeout, ssh_key), credentials
 
 
-def _with_credentials(t: _Table, remote: str, credentials: str) -> str | None:
-    """Put "user:token" (or a bare token) into an https remote URL."""
-    parts = urlsplit(remote)
-    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
-        t.problems.add(f"{t.label} credentials: only for an http(s) remote without "
-                       "credentials of its own")
-        return None
-    user, _, password = credentials.partition(":")
-    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-    register_secret(quote(user, safe="") if not password else quote(password, safe=""))
-    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
-
-
-def _deploy(t: _Table, agent: AgentSection) -> DeployConfig:
+def _deploy(t: _Table) -> DeployConfig:
     live = t.path("path")
     releases_dir = t.path("releases_dir", None)
-    if releases_dir is None and not t.has("releases_dir") and agent.state_dir is not None:
-        releases_dir = agent.state_dir / "releases"
-    keep = t.integer("keep", DeployConfig.keep, low=2)
+    keep = t.integer("keep", DeployConfig.keep, low=2, high=1000)
     build = t.argv_lists("build")
     build_timeout = t.seconds("build_timeout_seconds", DeployConfig.build_timeout_seconds)
     t.unknown()
-    if live is not None and releases_dir is not None:
-        _check_live_path(t, live, releases_dir)
     return DeployConfig(live, releases_dir, keep, build, build_timeout)
-
-
-def _check_live_path(t: _Table, live: Path, releases_dir: Path) -> None:
-    # the live symlink is replaced and old releases are deleted: neither may hold the other
-    if live == Path("/"):
-        t.bad("path", str(live), "expected the path of the live symlink, not /")
-    elif live == releases_dir or live.is_relative_to(releases_dir):
-        t.bad("path", str(live), f"must not be inside releases_dir ({releases_dir})")
-    elif releases_dir.is_relative_to(live):
-        t.bad("releases_dir", str(releases_dir), f"must not be inside path ({live})")
 
 
 def _ghost(t: _Table) -> GhostConfig:
@@ -818,10 +1057,19 @@ def _window(t: _Table) -> WindowConfig:
     timezone = t.string("timezone", None, check=_check_timezone)
     spread = t.integer("spread_minutes", 0, low=0, high=1440)
     t.unknown()
-    if minutes is not None and spread and spread >= minutes:
-        t.problems.add(f"{t.label} spread_minutes = {spread}: must be shorter than the window "
-                       f"(minutes = {minutes}), or some hosts would start after it closed")
     return WindowConfig(start, minutes, timezone, spread)
+
+
+def _window_start(t: _Table) -> datetime.time | None:
+    # an unquoted TOML time (start = 03:30:00) means the same as "03:30"
+    value = t.data.get("start")
+    if isinstance(value, datetime.time):
+        t.seen.add("start")
+        if value.tzinfo is None and value.second == 0 and value.microsecond == 0:
+            return value
+        t.bad("start", value, 'expected a time "HH:MM" from 00:00 to 23:59, e.g. "03:30"')
+        return None
+    return t.string("start", check=_check_time)
 
 
 def _url_list(t: _Table, key: str, *, required: bool) -> tuple[str, ...] | None:
@@ -850,14 +1098,10 @@ def _url_list(t: _Table, key: str, *, required: bool) -> tuple[str, ...] | None:
 def _promotion(t: _Table) -> PromotionConfig:
     urls = _url_list(t, "canary_urls", required=True)
     bake = t.integer("bake_minutes", PromotionConfig.bake_minutes, low=0, high=7 * 1440)
-    share = t.data.get("healthy_share", PromotionConfig.healthy_share)
-    t.seen.add("healthy_share")
-    if not _is_number(share) or not 0 < share <= 1:
-        t.bad("healthy_share", share, "expected a number > 0 and <= 1, e.g. 1.0 or 0.8")
-        share = None
+    share = t.fraction("healthy_share", PromotionConfig.healthy_share)
     timeout = t.seconds("timeout_seconds", PromotionConfig.timeout_seconds)
     t.unknown()
-    return PromotionConfig(urls, bake, float(share) if share else 1.0, timeout)
+    return PromotionConfig(urls, bake, share, timeout)
 
 
 def _fleet(t: _Table) -> FleetConfig:
@@ -870,52 +1114,29 @@ def _fleet(t: _Table) -> FleetConfig:
     slack = t.boolean("slack", False)
     report_url = t.string("report_url", None, check=_check_site_url)
     t.unknown()
-    if at is not None and out_dir is None and not slack:
-        t.problems.add(f"{t.label} at: a daily report needs out_dir or slack = true")
-    return FleetConfig(sites or (), sites_file, out_dir, at, timezone, timeout, bool(slack),
+    return FleetConfig(sites or (), sites_file, out_dir, at, timezone, timeout, slack,
                        report_url)
 
 
-def _window_start(t: _Table) -> datetime.time | None:
-    # an unquoted TOML time (start = 03:30:00) means the same as "03:30"
-    value = t.data.get("start")
-    if isinstance(value, datetime.time):
-        t.seen.add("start")
-        if value.tzinfo is None and value.second == 0 and value.microsecond == 0:
-            return value
-        t.bad("start", value, 'expected a time "HH:MM" from 00:00 to 23:59, e.g. "03:30"')
+def _checks(problems: _Problems, data: dict) -> list[tuple[_Table, CheckConfig]] | None:
+    """Each [[checks]] with its reader; None when there are none (the defaults apply)."""
+    if "checks" not in data:
         return None
-    return t.string("start", check=_check_time)
-
-
-def _checks(
-    problems: _Problems, value: Any, present: bool, site: SiteConfig
-) -> tuple[CheckConfig, ...]:
-    if not present:
-        return (
-            CheckConfig("local", f"{site.local_url}/"),
-            CheckConfig("public", f"{site.public_url}/"),
-        )
+    value = data["checks"]
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        problems.add(f"checks = {_show(value)}: expected [[checks]] tables (an array of tables)")
-        return ()
+        problems.add("checks = ", _Shown(value),
+                     ": expected [[checks]] tables (an array of tables)")
+        return []
     if not value:
         problems.add("checks = []: expected at least one [[checks]]; remove it for the defaults")
-        return ()
-    checks = []
-    names: set[str] = set()
-    for number, item in enumerate(value, 1):
-        check = _check(_Table(problems, f"[[checks]] #{number}", item), site)
-        if check.name is not None and check.name in names:
-            problems.add(f"[[checks]] #{number} name = {_show(check.name)}: duplicate check name")
-        names.add(check.name)
-        checks.append(check)
-    return tuple(checks)
+        return []
+    tables = [_Table(problems, f"[[checks]] #{n}", item) for n, item in enumerate(value, 1)]
+    return [(t, _check(t)) for t in tables]
 
 
-def _check(t: _Table, site: SiteConfig) -> CheckConfig:
+def _check(t: _Table) -> CheckConfig:
     name = t.string("name", check=_check_label)
-    url = _check_url_value(t, site)
+    url = t.string("url", check=_check_url_template)  # phase two fills in the placeholders
     status = t.integer("status", CheckConfig.status, low=100, high=599)
     contains = t.string("contains", None, check=_check_contains)
     timeout = t.seconds("timeout_seconds", CheckConfig.timeout_seconds)
@@ -929,34 +1150,6 @@ def _check_contains(value: str) -> str:
     return value
 
 
-def _check_url_value(t: _Table, site: SiteConfig) -> str | None:
-    """url, with {local_url} and {public_url} replaced, must be an http(s) URL."""
-    raw = t.string("url")
-    if raw is None:
-        return None
-    url = raw
-    for key in ("local_url", "public_url"):
-        placeholder = "{" + key + "}"
-        if placeholder in url:
-            base = getattr(site, key)
-            if base is None:  # [site] key is bad: reported there already
-                return None
-            url = url.replace(placeholder, base)
-    leftover = re.search(r"\{[^{}]*\}", url)
-    if leftover:
-        t.bad(
-            "url",
-            raw,
-            f"unknown placeholder {leftover.group()}; use {{local_url}} or {{public_url}}",
-        )
-        return None
-    try:
-        return _check_check_url(url)
-    except _Invalid as exc:
-        t.bad("url", raw, str(exc))
-        return None
-
-
 def _slack(t: _Table) -> SlackConfig:
     webhook_url = t.secret("webhook_url", "slack-webhook-url", check=_check_url)
     if webhook_url:
@@ -967,17 +1160,18 @@ def _slack(t: _Table) -> SlackConfig:
     token = t.secret("token", "slack-token", check=_check_token)
     channel = t.string("channel", None, check=_check_nonempty)
     timeout = t.seconds("timeout_seconds", SlackConfig.timeout_seconds)
-    api_url = t.string("api_url", SlackConfig.api_url, check=_check_url)
+    api_url = t.string("api_url", SlackConfig.api_url, check=_check_slack_api_url)
     t.unknown()
+    # which keys are there (not their values) says how Slack is reached
     has_webhook = webhook_url is not None or t.has("webhook_url") or t.has("webhook_url_file")
     has_token = token is not None or t.has("token") or t.has("token_file")
     if has_webhook and has_token:
-        t.problems.add(f"{t.label} token: set either webhook_url or token (with channel), not both")
+        t.fail("token", "set either webhook_url or token (with channel), not both")
     elif not has_webhook and not has_token:
-        t.problems.add(f"{t.label} webhook_url: missing (set webhook_url, or token and channel)")
+        t.missing("webhook_url", "set webhook_url, or token and channel")
     if has_token and not t.has("channel"):
         t.missing("channel", "required when token is set")
-    return SlackConfig(webhook_url, token, channel, timeout, api_url.rstrip("/") + "/")
+    return SlackConfig(webhook_url, token, channel, timeout, api_url)
 
 
 def _trello(t: _Table) -> TrelloConfig:
@@ -986,9 +1180,9 @@ def _trello(t: _Table) -> TrelloConfig:
     board = t.string("board", check=_check_word)
     label = t.string("label", None, check=_check_nonempty)
     timeout = t.seconds("timeout_seconds", TrelloConfig.timeout_seconds)
-    api_url = t.string("api_url", TrelloConfig.api_url, check=_check_url)
+    api_url = t.string("api_url", TrelloConfig.api_url, check=_check_trello_api_url)
     t.unknown()
-    return TrelloConfig(key, token, board, label, timeout, api_url.rstrip("/"))
+    return TrelloConfig(key, token, board, label, timeout, api_url)
 
 
 def _cards(t: _Table) -> CardsConfig:
@@ -997,3 +1191,118 @@ def _cards(t: _Table) -> CardsConfig:
     require = t.boolean("require", CardsConfig.require)
     t.unknown()
     return CardsConfig(pattern, board_url, require)
+
+
+def _publish(t: _Table) -> PublishConfig:
+    journal_tail = t.boolean("journal_tail", PublishConfig.journal_tail)
+    t.unknown()
+    return PublishConfig(journal_tail)
+
+
+# --------------------------------------------------------------------------- phase two
+# Each rule reads only keys that passed phase one (_Table.passed), so their values have the
+# types and ranges phase one promised; a key that failed was reported already.
+
+
+def _site_defaults(t: _Table, site: SiteConfig) -> SiteConfig:
+    changes: dict[str, Any] = {}
+    if not t.has("ci_cd_dir") and t.passed("content_dir"):
+        changes["ci_cd_dir"] = site.content_dir / "files"
+    # Ghost serves content/files/ at /content/files/; nginx may serve them at the root.
+    if not t.has("ci_cd_url") and t.passed("public_url"):
+        changes["ci_cd_url"] = f"{site.public_url}/content/files"
+    return dataclasses.replace(site, **changes)
+
+
+def _git_credentials(t: _Table, git: GitConfig, credentials: str | None) -> GitConfig:
+    if credentials is None or not t.passed("remote"):
+        return git
+    return dataclasses.replace(git, remote=_with_credentials(t, git.remote, credentials))
+
+
+def _with_credentials(t: _Table, remote: str, credentials: str) -> str | None:
+    """Put "user:token" (or a bare token) into an https remote URL."""
+    parts = urlsplit(remote)
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        t.fail("credentials", "only for an http(s) remote without credentials of its own")
+        return None
+    user, _, password = credentials.partition(":")
+    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    register_secret(quote(user, safe="") if not password else quote(password, safe=""))
+    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
+
+
+def _deploy_paths(t: _Table, deploy: DeployConfig, agent_t: _Table,
+                  agent: AgentSection) -> DeployConfig:
+    """releases_dir defaults to <state_dir>/releases; it and the live path must not nest."""
+    if not t.has("releases_dir") and agent_t.passed("state_dir"):
+        deploy = dataclasses.replace(deploy, releases_dir=agent.state_dir / "releases")
+    if t.passed("path", "releases_dir") and deploy.releases_dir is not None:
+        _check_live_path(t, deploy.path, deploy.releases_dir)
+    return deploy
+
+
+def _check_live_path(t: _Table, live: Path, releases_dir: Path) -> None:
+    # the live symlink is replaced and old releases are deleted: neither may hold the other
+    if live == Path("/"):
+        t.bad("path", str(live), "expected the path of the live symlink, not /")
+    elif live == releases_dir or live.is_relative_to(releases_dir):
+        t.bad("path", str(live), f"must not be inside releases_dir ({_show(str(releases_dir))})")
+    elif releases_dir.is_relative_to(live):
+        t.bad("releases_dir", str(releases_dir), f"must not be inside path ({_show(str(live))})")
+
+
+def _window_spread(t: _Table | None, window: WindowConfig | None) -> None:
+    if t is None or window is None or not t.passed("minutes", "spread_minutes"):
+        return
+    if window.spread_minutes and window.spread_minutes >= window.minutes:
+        t.fail("spread_minutes", "must be shorter than the window (minutes = "
+               f"{window.minutes}), or some hosts would start after it closed",
+               shown=str(window.spread_minutes))
+
+
+def _relate_checks(checks: list[tuple[_Table, CheckConfig]] | None, site_t: _Table,
+                   site: SiteConfig) -> tuple[CheckConfig, ...]:
+    """The checks with their URLs filled in, each name used once; without [[checks]],
+    GET {local_url}/ and GET {public_url}/."""
+    if checks is None:
+        if not site_t.passed("local_url", "public_url"):
+            return ()
+        return (CheckConfig("local", f"{site.local_url}/"),
+                CheckConfig("public", f"{site.public_url}/"))
+    names: set[str] = set()
+    for t, check in checks:
+        if t.passed("name") and check.name in names:
+            t.bad("name", check.name, "duplicate check name")
+        names.add(check.name)
+    return tuple(
+        dataclasses.replace(check, url=_check_url_value(t, check.url, site_t, site))
+        if t.passed("url") else check
+        for t, check in checks
+    )
+
+
+def _check_url_value(t: _Table, template: str, site_t: _Table, site: SiteConfig) -> str | None:
+    """The URL, {local_url} and {public_url} replaced, must be an http(s) URL."""
+    url = template
+    for placeholder in _PLACEHOLDERS:
+        if placeholder in url:
+            key = placeholder[1:-1]
+            if not site_t.passed(key):  # reported under [site] already
+                return None
+            url = url.replace(placeholder, getattr(site, key))
+    try:
+        return _check_check_url(url)
+    except _Invalid as exc:
+        t.bad("url", template, str(exc))
+        return None
+
+
+def _fleet_needs(t: _Table | None, fleet: FleetConfig | None, *, have_slack: bool) -> None:
+    if t is None or fleet is None:
+        return
+    if t.passed("at", "out_dir", "slack") and fleet.at is not None and fleet.out_dir is None \
+            and not fleet.slack:
+        t.fail("at", "a daily report needs out_dir or slack = true")
+    if t.passed("slack") and fleet.slack and not have_slack:
+        t.fail("slack", "needs a [slack] table", shown="true")

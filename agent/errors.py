@@ -17,9 +17,6 @@ class ExitCode(IntEnum):
     CONFIG = 78  # bad configuration: systemd's RestartPreventExitStatus= stops the loop
 
 
-EXIT_OK, EXIT_CONFIG = ExitCode.OK, ExitCode.CONFIG  # TEMP: until the config tests move over
-
-
 class AgentError(Exception):
     """A known failure with a one-line message for the operator."""
 

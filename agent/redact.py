@@ -7,8 +7,12 @@ import re
 MASK = "***"
 
 # user:password@ or token@ in URLs (https://user:tok@host, https://tok@host)
-# (up to the last "@" before the path: a raw "@" inside a password must not cut it in two)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/\s]+)@")
+# (up to the last "@" before the path: a raw "@" inside a password must not cut it in two).
+# A scheme starts only where a run of scheme characters starts: without the lookbehind a
+# long run of letters is tried from each of its positions, in quadratic time.
+_URL_CREDENTIALS = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/\s]+)@"
+)
 
 _registered: set[str] = set()
 
@@ -25,7 +29,7 @@ def redact_url(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask credentials in URLs and every registered secret."""
+    """Mask credentials in URLs and every registered secret (linear in len(text))."""
     if not text:
         return text
     for secret in sorted(_registered, key=len, reverse=True):

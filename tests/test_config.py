@@ -17,7 +17,7 @@ from agent.config import (
     config_path,
     load_config,
 )
-from agent.errors import EXIT_CONFIG, ConfigError
+from agent.errors import ConfigError, ExitCode
 from agent.redact import redact
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "agent.toml.example"
@@ -49,7 +49,7 @@ def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.exit_code == EXIT_CONFIG
+    assert info.value.exit_code == ExitCode.CONFIG
     assert info.value.problems, "a ConfigError must carry its problems"
     return info.value.problems
 
@@ -239,14 +239,18 @@ def test_wrong_type_names_file_key_and_value(tmp_path):
         ("site", "name", '"a\\nb"', "one line"),
         ("agent", "history", "0", "expected a whole number from 1 to 100000"),
         ("agent", "history", "5.0", "expected a whole number"),
-        ("deploy", "keep", "1", "expected a whole number >= 2"),
-        ("deploy", "keep", '"5"', "expected a whole number >= 2"),
+        ("deploy", "keep", "1", "expected a whole number from 2 to 1000"),
+        ("deploy", "keep", '"5"', "expected a whole number from 2 to 1000"),
         ("ghost", "unit", '"ghost site"', "expected a systemd unit name"),
         ("ghost", "unit", '"-ghost"', "expected a systemd unit name"),
         ("ghost", "journal_lines", "-1", "expected a whole number"),
         ("git", "remote", '"--upload-pack=touch /tmp/x"', 'starting with "-"'),
         ("git", "remote", '""', "expected a git URL or path"),
         ("git", "remote", '"git@github.com:acme/my site.git"', "without spaces"),
+        ("git", "remote", '"ext::sh%20-c%20touch%20/tmp/x"', "not the ext:: or fd:: transport"),
+        ("git", "remote", '"FD::3"', "not the ext:: or fd:: transport"),
+        ("git", "remote", '"https://[::1/site.git"', "expected a git URL with a valid host"),
+        ("git", "remote", '"ssh://host:port/site.git"', "with a valid host and port"),
         ("cards", "require", '"yes"', "expected true or false"),
     ],
 )
@@ -407,9 +411,9 @@ def test_bad_timezone(tmp_path, zone):
 def test_relative_path(tmp_path, table, key):
     base = MINIMAL if f"[{table}]" in MINIMAL else MINIMAL + f"[{table}]\n"
     line = bad_value(tmp_path, table, key, '"relative/dir"', base)
-    assert line.endswith(
-        f'[{table}] {key} = "relative/dir": expected an absolute path (starting with /)'
-    )
+    # a bad ssh_key may be the private key itself, pasted in: never echoed
+    shown = '"***"' if key == "ssh_key" else '"relative/dir"'
+    assert line.endswith(f"[{table}] {key} = {shown}: expected an absolute path (starting with /)")
 
 
 def test_live_path_and_releases_dir_must_not_nest(tmp_path):
@@ -423,7 +427,12 @@ def test_live_path_and_releases_dir_must_not_nest(tmp_path):
 
 def test_keep_below_two(tmp_path):
     line = bad_value(tmp_path, "deploy", "keep", "1")
-    assert line.endswith("[deploy] keep = 1: expected a whole number >= 2")
+    assert line.endswith("[deploy] keep = 1: expected a whole number from 2 to 1000")
+
+
+def test_keep_of_thirty_digits(tmp_path):
+    line = bad_value(tmp_path, "deploy", "keep", "1" + "0" * 30)
+    assert line.endswith("expected a whole number from 2 to 1000")
 
 
 @pytest.mark.parametrize("pattern", ['"[A-Z"', '"(?P<x"', '"[A-Z]*"'])
@@ -644,3 +653,178 @@ def test_config_path_precedence(monkeypatch):
     assert config_path("/cli/agent.toml") == Path("/cli/agent.toml")
     monkeypatch.setenv("GHOST_AGENT_CONFIG", "")
     assert config_path(None) == DEFAULT_CONFIG_PATH
+
+
+# --------------------------------------------------------------------------- [publish]
+
+
+def test_publish_defaults_to_no_journal_tail(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).publish == cfg.PublishConfig(journal_tail=False)
+    assert load_config(EXAMPLE).publish.journal_tail is False
+
+
+def test_publish_journal_tail_is_an_opt_in(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "[publish]\njournal_tail = true\n"))
+    assert config.publish == cfg.PublishConfig(journal_tail=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.publish.journal_tail = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[publish]\njournal_tail = "yes"\n',
+         '[publish] journal_tail = "yes": expected true or false'),
+        ("[publish]\njournal_tail = 1\n", "[publish] journal_tail = 1: expected true or false"),
+        ("[publish]\njournal_tails = true\n",
+         "[publish] journal_tails: unknown key (did you mean journal_tail?)"),
+        ("[publish]\njournal_tail = {on = true}\n",
+         "[publish] journal_tail = {on = true}: expected true or false"),
+    ],
+)
+def test_bad_publish(tmp_path, text, expected):
+    assert one_problem(tmp_path, MINIMAL + text).endswith(expected)
+
+
+def test_publish_that_is_not_a_table(tmp_path):
+    line = one_problem(tmp_path, "publish = true\n" + MINIMAL)
+    assert line.endswith("publish = true: expected a [publish] table")
+
+
+# --------------------------------------------------------------------------- two phases
+# A value that fails phase one is reported once; the rules relating it to others skip it.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + '[fleet]\nat = "05:00"\nout_dir = 5\n',
+         "[fleet] out_dir = 5: expected a string"),
+        (MINIMAL + '[fleet]\nsites = ["https://a.b"]\nslack = "yes"\n',
+         '[fleet] slack = "yes": expected true or false'),
+        (MINIMAL + '[window]\nstart = "03:30"\nminutes = "60"\nspread_minutes = 90\n',
+         '[window] minutes = "60": expected a whole number from 1 to 1440'),
+        (set_key(MINIMAL, "site", "public_url", "5") + '[[checks]]\nname = "x"\n'
+         'url = "{public_url}/"\n', "[site] public_url = 5: expected a string"),
+        (set_key(MINIMAL, "site", "local_url", '"http://[::1"'),
+         '[site] local_url = "http://[::1": expected an http(s) URL with a valid host and port'),
+        (set_key(set_key(MINIMAL, "git", "remote", '"https://[::1"'), "git", "credentials",
+                 '"u:p4ssword"'),
+         '[git] remote = "https://[::1": expected a git URL with a valid host and port, or a path'),
+        (MINIMAL.replace('remote = "git@github.com:acme/site.git"',
+                         'remote = "https://git.example.com/site.git"\ncredentials = 5'),
+         '[git] credentials = "***": expected a string'),
+        (MINIMAL + '[agent]\nstate_dir = "var/lib"\n',
+         '[agent] state_dir = "var/lib": expected an absolute path (starting with /)'),
+    ],
+)
+def test_a_bad_value_is_reported_once(tmp_path, text, expected):
+    assert one_problem(tmp_path, text).endswith(expected)
+
+
+def test_the_cross_field_rules_still_run_on_good_values(tmp_path):
+    text = MINIMAL + '[window]\nstart = "03:30"\nminutes = 60\nspread_minutes = 60\n'
+    assert "[window] spread_minutes = 60: must be shorter than the window" in \
+        one_problem(tmp_path, text)
+    text = MINIMAL + '[fleet]\nsites = ["https://a.b"]\nat = "05:00"\n'
+    assert one_problem(tmp_path, text).endswith("[fleet] at: a daily report needs out_dir or "
+                                                "slack = true")
+    text = MINIMAL + '[fleet]\nsites = ["https://a.b"]\nslack = true\n'
+    assert one_problem(tmp_path, text).endswith("[fleet] slack = true: needs a [slack] table")
+    text = set_key(MINIMAL, "git", "credentials", '"u:p"')
+    assert one_problem(tmp_path, text).endswith(
+        "[git] credentials: only for an http(s) remote without credentials of its own")
+
+
+def test_duplicate_names_are_checked_only_among_good_names(tmp_path):
+    check = '[[checks]]\nname = 5\nurl = "{local_url}/"\n'
+    path = write(tmp_path, MINIMAL + check + check)
+    assert problems_of(path) == [f"{path}: [[checks]] #1 name = 5: expected a string",
+                                 f"{path}: [[checks]] #2 name = 5: expected a string"]
+
+
+# --------------------------------------------------------------------------- odd documents
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + '"a\\nb" = 1\n', '[ghost] "a\\nb": unknown key'),
+        ('"x\\u2028y" = 1\n' + MINIMAL,
+         '"x\\u2028y": unknown key outside any table (keys belong in a table)'),
+        (MINIMAL + "[[extra]]\nx = 1\n", "[[extra]]: unknown array of tables"),
+        (MINIMAL + "[[window]]\nx = 1\n",
+         "[[window]]: expected a single [window] table, not an array of tables"),
+        ("git = [1, 2]\n" + MINIMAL.replace('[git]\nremote = "git@github.com:acme/site.git"\n',
+                                           ""), "git = [1, 2]: expected a [git] table"),
+        (set_key(MINIMAL, "site", "public_url", "{a = 1}"),
+         "[site] public_url = {a = 1}: expected a string"),
+        (set_key(MINIMAL, "site", "name", '{token = "SECRETCANARY123"}'),
+         '[site] name = {token = "***"}: expected a string'),
+        (set_key(MINIMAL, "site", "name", '"a\\u2028b"'),
+         '[site] name = "a\\u2028b": expected a name on one line, without control characters'),
+        (MINIMAL + '[window]\nstart = "٠٣:٣٠"\nminutes = 60\n',
+         '[window] start = "٠٣:٣٠": expected a time "HH:MM" from 00:00 to 23:59, e.g. "03:30"'),
+        (MINIMAL + '[window]\nstart = "03:30"\nminutes = 60\ntimezone = "zone.tab"\n',
+         '[window] timezone = "zone.tab": expected an IANA time zone name, e.g. "Europe/Paris" '
+         'or "UTC"'),
+        (set_key(MINIMAL, "git", "poll_seconds", "1" + "0" * 400),
+         "000…: expected a number of seconds > 0 and <= 86400"),
+        (set_key(MINIMAL, "git", "poll_seconds", "nan"),
+         "[git] poll_seconds = nan: expected a number of seconds > 0 and <= 86400"),
+        (MINIMAL + "[cards]\npattern = 'a{99999999999}'\n",
+         "[cards] pattern = \"a{99999999999}\": expected a Python regular expression (a repeat "
+         "count is too large)"),
+        (MINIMAL + "[cards]\npattern = \"(?<\\n)\"\n", None),
+    ],
+)
+def test_odd_documents_give_one_line_each(tmp_path, text, expected):
+    line = one_problem(tmp_path, text)
+    assert len(line.splitlines()) == 1 and line.isprintable(), repr(line)
+    if expected is not None:
+        assert line.endswith(expected), line
+    assert "SECRETCANARY123" not in line
+
+
+def test_a_huge_value_is_cut(tmp_path):
+    line = bad_value(tmp_path, "site", "name", "[" + ", ".join(['"' + "x" * 1000 + '"'] * 1000)
+                     + "]")
+    assert len(line) < len(str(tmp_path)) + 200
+    assert "…" in line
+
+
+def test_a_deep_value_is_cut(tmp_path):
+    line = bad_value(tmp_path, "site", "name", "[" * 200 + "]" * 200)
+    assert line.endswith(": expected a string")
+    assert len(line) < len(str(tmp_path)) + 200
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9" * 5000, "invalid TOML: a number too long to read"),
+        ("[" * 3000 + "]" * 3000, "invalid TOML: arrays or inline tables nested too deeply"),
+        ("{a = " * 2000 + "1" + "}" * 2000,
+         "invalid TOML: arrays or inline tables nested too deeply"),
+    ],
+)
+def test_documents_python_cannot_read_are_one_line(tmp_path, value, expected):
+    path = write(tmp_path, MINIMAL + f"[agent]\nhistory = {value}\n")
+    assert problems_of(path) == [f"{path}: {expected}"]
+
+
+def test_a_secret_is_masked_in_lines_written_before_it_was_read(tmp_path):
+    """[site] is read before [slack]: a token pasted in both is masked in both lines."""
+    token = "xoxb-SECRETCANARY123"
+    text = set_key(MINIMAL, "site", "public_url", f'"{token}"')
+    path = write(tmp_path, text + f'[slack]\ntoken = "{token}"\n')
+    problems = problems_of(path)
+    assert problems == [
+        f'{path}: [site] public_url = "***": expected an http(s) URL with a host, e.g. '
+        "https://example.com",
+        f"{path}: [slack] channel: missing (required when token is set)",
+    ]
+    # where a long value is cut, the cut does not leave half of the token showing
+    text = set_key(MINIMAL, "site", "public_url", f'"{"x" * 70}{token}"')
+    [line, _] = problems_of(write(tmp_path, text + f'[slack]\ntoken = "{token}"\n'))
+    assert f'[site] public_url = "{"x" * 70}***"' in line

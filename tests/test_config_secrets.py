@@ -123,6 +123,12 @@ def test_world_readable_file_with_a_secret_is_warned_about(tmp_path):
     remote = "https://deploy:REMOTECANARY8@git.example.com/site.git"
     config = load_config(write(tmp_path, "", remote=remote, mode=0o644))
     assert "[git] remote" in config.warnings[0]
+    path = write(tmp_path, "", mode=0o644)
+    path.write_text(path.read_text().replace(
+        'remote = "https://git.example.com/acme/site.git"',
+        'remote = "https://git.example.com/acme/site.git"\ncredentials = "deploy:CANARY13"'))
+    [warning] = load_config(path).warnings
+    assert "[git] credentials holds a secret" in warning and "CANARY13" not in warning
 
 
 def test_check_config_prints_the_warning_and_still_passes(tmp_path):
@@ -159,3 +165,62 @@ def test_an_unreadable_credentials_directory_is_a_config_problem(tmp_path, monke
         load_config(write(tmp_path, '[slack]\nchannel = "#x"\n'))
     assert any("cannot read the systemd credential" in p and "Permission denied" in p
                for p in err.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("token_file", "xoxb-PASTEDCANARY10"), ("webhook_url_file", "hooks.slack.com/PASTEDCANARY10"),
+     ("token_file", ["xoxb-PASTEDCANARY10"])],
+)
+def test_a_secret_pasted_into_a_file_key_is_not_echoed(tmp_path, key, value):
+    """token_file = "xoxb-…" is a token in the wrong key: masked like the token itself."""
+    shown = f'"{value}"' if isinstance(value, str) else f'["{value[0]}"]'
+    extra = '\nchannel = "#c"' if key == "token_file" else ""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"[slack]\n{key} = {shown}{extra}\n"))
+    [line] = err.value.problems
+    assert f'[slack] {key} = "***": ' in line
+    assert "PASTEDCANARY10" not in line
+
+
+def test_a_secret_file_that_is_not_a_regular_file_is_a_problem(tmp_path):
+    """A FIFO would block the agent at start, a device would flood it: neither is read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for source in (fifo, tmp_path, "/dev/zero"):
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{source}"\n'))
+        [line] = err.value.problems
+        assert line.endswith(f'[slack] webhook_url_file = "{source}": cannot read the secret: '
+                             "not a regular file")
+
+
+def test_a_secret_file_too_large_or_not_utf8_is_a_problem(tmp_path):
+    large = tmp_path / "large"
+    large.write_bytes(b"x" * (64 * 1024 + 1))
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes(b"xoxb-caf\xe9")
+    for source, reason in ((large, "larger than 64 KiB"), (latin1, "not UTF-8 text")):
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, f'[slack]\ntoken_file = "{source}"\nchannel = "#c"\n'))
+        [line] = err.value.problems
+        assert line.endswith(f'[slack] token_file = "{source}": cannot read the secret: {reason}')
+
+
+def test_a_bad_secret_from_a_file_names_the_file_not_the_secret(tmp_path):
+    secret = tmp_path / "webhook"
+    secret.write_text("ftp://hooks.slack.com/FILECANARY11\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{secret}"\n'))
+    [line] = err.value.problems
+    assert line.endswith(f'[slack] webhook_url = "***" (from "{secret}"): expected an http(s) '
+                         "URL with a host, e.g. https://example.com")
+    assert "FILECANARY11" not in line
+
+
+def test_a_remote_with_credentials_and_a_bad_host_is_one_line_without_them(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "", remote="https://deploy:REMOTECANARY12@[::1/site.git"))
+    [line] = err.value.problems
+    assert line.endswith('[git] remote = "https://***@[::1/site.git": expected a git URL with a '
+                         "valid host and port, or a path")
