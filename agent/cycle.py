@@ -22,7 +22,8 @@ from agent.checks import run_checks
 from agent.config import Config
 from agent.errors import (AgentError, CommandError, DeployError, HostError, RemoteError,
                           TemporaryError)
-from agent.models import Attempt, DeployRecord, Release, Target
+from agent.models import (Attempt, DeployRecord, Hold, Inflight, Pending, Quarantined, Release,
+                          Retry, Seen, Target)
 from agent.notifiers import Fanout, Notifier
 from agent.releases import Releases
 from agent.remote import RemoteCache
@@ -118,11 +119,10 @@ class Agent:
                 log.warning("branch %s: its version cannot be read; it is never deployed", branch)
             state.unreadable = unreadable
             target = picked.target
-            if target and (not state.seen or state.seen.get("commit") != target.commit):
+            if target and (not state.seen or state.seen.commit != target.commit):
                 # "at" is when this head was first seen: how long a target has waited.
-                state.seen = {"branch": target.branch, "commit": target.commit,
-                              "at": clock.iso(self.now())}
-            if state.retry and (target is None or state.retry.get("commit") != target.commit):
+                state.seen = Seen(target.branch, target.commit, clock.iso(self.now()))
+            if state.retry and (target is None or state.retry.commit != target.commit):
                 state.retry = None  # the branch moved on: the new head starts afresh
             reason = self._why_not(state, target)
             if reason is not None:
@@ -168,10 +168,9 @@ class Agent:
         except RemoteError:
             return
         if head and head.commit != deployed.commit:
-            state.quarantine[head.commit] = {
-                "branch": head.branch, "at": clock.iso(self.now()),
-                "reason": f"held back: {deployed.commit[:7]} was deployed by hand; "
-                          f"{head.branch} deploys again when it moves"}
+            state.quarantine[head.commit] = Quarantined(
+                head.branch, f"held back: {deployed.commit[:7]} was deployed by hand; "
+                             f"{head.branch} deploys again when it moves", clock.iso(self.now()))
             self.store.save(state)
 
     def rollback(self) -> Outcome:
@@ -189,9 +188,8 @@ class Agent:
             if ok:
                 state.releases.pop(0)
                 # The branch head would come straight back on the next poll otherwise.
-                state.quarantine[current.commit] = {
-                    "branch": current.branch, "at": clock.iso(self.now()),
-                    "reason": "rolled back by an operator"}
+                state.quarantine[current.commit] = Quarantined(
+                    current.branch, "rolled back by an operator", clock.iso(self.now()))
                 outcome, live = "rolled_back", previous
             else:
                 self.releases.switch(Path(current.dir))
@@ -214,7 +212,7 @@ class Agent:
         """Pause automatic deploys on this host (deploy --ref still works)."""
         with self.store:
             state = self.store.load()
-            state.hold = {"at": clock.iso(self.now()), "by": by, "reason": reason}
+            state.hold = Hold(clock.iso(self.now()), by, reason)
             state.notified_pending = None
             self.store.save(state)
             self._publish(state)
@@ -230,7 +228,7 @@ class Agent:
                 return Outcome("automatic deploys were not held")
             state.hold = None
             state.notified_pending = None
-            if state.pending and state.pending["reason"].startswith("held"):
+            if state.pending and state.pending.reason.startswith("held"):
                 state.pending = None
             self.store.save(state)
             self._publish(state)
@@ -239,9 +237,9 @@ class Agent:
 
     def _announce(self, state: State, reason: str) -> None:
         """Tell Slack about a change of this host's mode, naming the target it last saw."""
-        seen = state.seen or {}
+        seen = state.seen
         self.notifier.pending(self.config.site.name, {
-            "branch": seen.get("branch", "-"), "commit": seen.get("commit", ""),
+            "branch": seen.branch if seen else "-", "commit": seen.commit if seen else "",
             "reason": reason})
 
     # -- deciding ------------------------------------------------------------------------
@@ -254,25 +252,25 @@ class Agent:
             return "up to date"
         if target.commit in state.quarantine:
             why = state.quarantine[target.commit]
-            if why.get("live_path") and why["live_path"] != self.releases.live_path_signature():
+            if why.live_path and why.live_path != self.releases.live_path_signature():
                 state.quarantine.pop(target.commit)  # the operator changed the live path
-            elif why.get("reason", "").startswith("held back"):
-                return f"held back: {target.commit[:7]}: {why['reason']}"
+            elif why.reason.startswith("held back"):
+                return f"held back: {target.commit[:7]}: {why.reason}"
             else:
-                return f"quarantined: {target.commit[:7]} failed ({why.get('reason', '')})"
-        if state.retry and state.retry.get("commit") == target.commit:
-            next_at = clock.parse_time(state.retry.get("next_at"))
+                return f"quarantined: {target.commit[:7]} failed ({why.reason})"
+        if state.retry and state.retry.commit == target.commit:
+            next_at = clock.parse_time(state.retry.next_at)
             if next_at and self.now() < next_at:
                 return (f"retrying {target.commit[:7]} at {clock.iso(next_at)} after a host "
-                        f"fault: {state.retry.get('cause', '')}")
+                        f"fault: {state.retry.cause}")
         if target.version_key and current and current.version and self._same_flag(current):
             current_key = selection.parse_version(current.version)
             if current_key and target.version_key < current_key:
                 # The newest release branch was deleted: a deleted branch changes nothing live.
                 return f"newest branch {target.branch} is older than live {current.branch}"
         if state.hold:
-            return f"held: automatic deploys paused since {state.hold['at']}" + (
-                f" ({state.hold['reason']})" if state.hold.get("reason") else "")
+            return f"held: automatic deploys paused since {state.hold.at}" + (
+                f" ({state.hold.reason})" if state.hold.reason else "")
         decision = window.decide(self.config.window, self.now(), spread_offset(self.config.window))
         if not decision.open:
             return decision.reason
@@ -308,7 +306,7 @@ class Agent:
         """Nothing to deploy: keep `pending` current and publish only when it changed."""
         pending = None
         if target and reason.startswith(PENDING_REASONS):
-            pending = {"branch": target.branch, "commit": target.commit, "reason": reason}
+            pending = Pending(target.branch, target.commit, reason)
         pending_changed = pending != state.pending
         state.pending = pending
         # One Slack message per waiting target, however often its reason is re-worded.
@@ -322,7 +320,7 @@ class Agent:
         if changed or pending_changed or announce or not published:  # a no-op poll writes nothing
             self.store.save(state)
         if announce:
-            self.notifier.pending(self.config.site.name, pending)
+            self.notifier.pending(self.config.site.name, pending.to_dict())
         if recovered:
             return _outcome_of(recovered)
         if pending:
@@ -401,14 +399,11 @@ class Agent:
             live_before = self.releases.live() or self.releases.adopt_existing(attempt.started)
             # Recorded before the rename: a run killed from here on leaves a directory that
             # the next run knows of, and finishes or removes.
-            state.inflight = {
-                "branch": target.branch, "commit": target.commit, "version": target.version,
-                "dir": str(release_dir), "staging": str(staging),
-                "previous_dir": str(live_before) if live_before else None,
-                "previous_commit": attempt.previous_commit, "trigger": trigger,
-                "started_at": clock.iso(attempt.started), "cards": attempt.cards,
-                "uncarded_commits": attempt.uncarded, "phase": "verifying",
-            }
+            state.inflight = Inflight(
+                target.branch, target.commit, target.version, str(release_dir),
+                str(live_before) if live_before else None, attempt.previous_commit, trigger,
+                clock.iso(attempt.started), attempt.cards, attempt.uncarded,
+                staging=str(staging))
             self.store.save(state)
             failpoints.hit("after-inflight-record")
             self.releases.finish(staging)
@@ -458,13 +453,12 @@ class Agent:
     def _host_fault(self, state: State, target: Target, exc: HostError) -> None:
         """Not the commit's fault: no quarantine; the same commit is tried again later, the
         wait doubling from poll_seconds up to RETRY_MAX_SECONDS. Always raises exc."""
-        retry = state.retry if state.retry and state.retry.get("commit") == target.commit \
-            else {"commit": target.commit, "attempts": 0}
-        attempts = int(retry.get("attempts") or 0) + 1
+        same = state.retry is not None and state.retry.commit == target.commit
+        attempts = (state.retry.attempts if same else 0) + 1
         delay = min(max(self.config.git.poll_seconds, 1.0) * 2 ** (attempts - 1),
                     RETRY_MAX_SECONDS)
-        state.retry = {"commit": target.commit, "attempts": attempts, "cause": exc.message,
-                       "next_at": clock.iso(self.now() + timedelta(seconds=delay))}
+        state.retry = Retry(target.commit, attempts, exc.message,
+                            clock.iso(self.now() + timedelta(seconds=delay)))
         self._problem(state, "host", f"{exc.message} ({target.branch} {target.commit[:7]} is "
                                      f"tried again in {delay:g}s)")
         self._save_quietly(state)
@@ -476,7 +470,7 @@ class Agent:
         ok, checks, error, journal = self._restart_and_verify()
         if ok:
             state.releases.insert(0, Release(target.commit, target.branch, target.version,
-                                             inflight["dir"], clock.iso(self.now())))
+                                             inflight.dir, clock.iso(self.now())))
             state.quarantine.pop(target.commit, None)
             state.inflight = None
             record = self._record(state, attempt, outcome="deployed", checks=checks,
@@ -485,11 +479,11 @@ class Agent:
             return record
 
         log.warning("%s %s failed (%s); rolling back", target.branch, target.commit[:7], error)
-        inflight["phase"] = "rolling_back"
+        inflight.phase = "rolling_back"
         self.store.save(state)
         outcome, live_commit, error = self._roll_back(state, error)
         self._quarantine(state, target, error)
-        self.releases.discard(Path(inflight["dir"]))
+        self.releases.discard(Path(inflight.dir))
         state.inflight = None
         step = "restart" if error.startswith("restart") else "checks"
         return self._record(state, attempt, outcome=outcome, checks=checks, error=error,
@@ -498,15 +492,15 @@ class Agent:
     def _roll_back(self, state: State, error: str) -> tuple[str, str | None, str]:
         """Put back what was live before the deploy; (outcome, live commit, error)."""
         inflight = _inflight(state)
-        previous_dir = inflight["previous_dir"]
+        previous_dir = inflight.previous_dir
         self.releases.switch(Path(previous_dir) if previous_dir else None)
         failpoints.hit("during-switch-back")
         if previous_dir is None:
             return "failed", None, f"{error}; nothing to roll back to"
         ok, _, rollback_error, _ = self._restart_and_verify()
         if ok:
-            return "rolled_back", inflight["previous_commit"], error
-        return ("failed", inflight["previous_commit"],
+            return "rolled_back", inflight.previous_commit, error
+        return ("failed", inflight.previous_commit,
                 f"{error}; the previous release does not verify either ({rollback_error})")
 
     def _restart_and_verify(self) -> tuple[bool, list[dict], str | None, list[str]]:
@@ -645,17 +639,16 @@ class Agent:
         if not inflight:
             return None
         live = self.releases.live()
-        target = Target(inflight["branch"], inflight["commit"], inflight.get("version"),
-                        selection.parse_version(inflight["version"])
-                        if inflight.get("version") else None)
-        attempt = Attempt("recovery", target, inflight.get("previous_commit"),
-                          datetime.fromisoformat(inflight["started_at"]),
-                          inflight.get("cards", []), inflight.get("uncarded_commits", []))
-        new_dir = Path(inflight["dir"])
+        target = Target(inflight.branch, inflight.commit, inflight.version,
+                        selection.parse_version(inflight.version) if inflight.version else None)
+        attempt = Attempt("recovery", target, inflight.previous_commit,
+                          datetime.fromisoformat(inflight.started_at), inflight.cards,
+                          inflight.uncarded_commits)
+        new_dir = Path(inflight.dir)
         log.warning("a run was interrupted while deploying %s; recovering", target.commit[:7])
-        if inflight.get("phase") == "verifying" and live == new_dir.resolve():
+        if inflight.phase == "verifying" and live == new_dir.resolve():
             return self._verify_or_roll_back(state, attempt)
-        if inflight.get("phase") == "rolling_back":
+        if inflight.phase == "rolling_back":
             outcome, live_commit, error = self._roll_back(state, "interrupted while rolling back")
             self._quarantine(state, target, error)
             self.releases.discard(new_dir)
@@ -665,8 +658,8 @@ class Agent:
         # Killed before the switch took effect: the old release is still live. Nothing to record;
         # the normal cycle deploys the target again.
         self.releases.discard(new_dir)
-        if inflight.get("staging"):
-            self.releases.discard(Path(inflight["staging"]))
+        if inflight.staging:
+            self.releases.discard(Path(inflight.staging))
         state.inflight = None
         self.store.save(state)
         return None
@@ -721,7 +714,7 @@ class Agent:
             duration_ms=int((finished - attempt.started).total_seconds() * 1000),
         )
         state.add_record(record, self.config.agent.history)
-        if state.pending and state.pending.get("commit") == target.commit:
+        if state.pending and state.pending.commit == target.commit:
             state.pending = None
         state.unpublished = True
         state.unannounced.append(record.key)
@@ -737,10 +730,9 @@ class Agent:
 
     def _quarantine(self, state: State, target: Target, reason: str,
                     live_path: str | None = None) -> None:
-        entry = {"branch": target.branch, "reason": reason[:500], "at": clock.iso(self.now())}
-        if live_path:
-            entry["live_path"] = live_path  # lifted when the operator changes the path
-        state.quarantine[target.commit] = entry
+        # With live_path, lifted when the operator changes the live path.
+        state.quarantine[target.commit] = Quarantined(target.branch, reason[:500],
+                                                      clock.iso(self.now()), live_path)
 
     def _prune(self, state: State) -> None:
         keep = self.config.deploy.keep
@@ -760,9 +752,9 @@ class Agent:
             site=site.name, flag=site.flag, now=self.now(), public_url=site.public_url,
             current=({"branch": current.branch, "commit": current.commit,
                       "version": current.version, "since": current.since} if current else None),
-            pending=state.pending,
+            pending=state.pending.to_dict() if state.pending else None,
             deploys=publish.public_deploys(state.history, self.config.publish.journal_tail),
-            extra={"hold": state.hold} if state.hold else None,
+            extra={"hold": state.hold.to_dict()} if state.hold else None,
         )
         try:
             publish.publish(site.ci_cd_dir, doc)
@@ -787,7 +779,7 @@ def _release_dirs(releases_dir: Path) -> list[Path]:
         return []
 
 
-def _inflight(state: State) -> dict:
+def _inflight(state: State) -> Inflight:
     if state.inflight is None:  # pragma: no cover - a programming error
         raise RuntimeError("no deploy in flight")
     return state.inflight

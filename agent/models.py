@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -126,3 +127,90 @@ class DeployRecord:
     def from_dict(cls, data: dict[str, Any]) -> DeployRecord:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# -- what state.json remembers besides the releases and the history --------------------------
+
+class _Stored:
+    """A dataclass kept in state.json: to_dict() for the file, from_dict() tolerant of keys
+    a newer or older agent wrote (unknown ones are dropped, missing optional ones default)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None):
+        if not data:
+            return None
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Seen(_Stored):
+    """The target last seen on the remote, and when it was first seen (how long it waited)."""
+
+    branch: str
+    commit: str
+    at: str  # ISO time
+
+
+@dataclass
+class Pending(_Stored):
+    """A target that waits, and why (the window, a hold, quarantine, the canaries)."""
+
+    branch: str
+    commit: str
+    reason: str
+
+
+@dataclass
+class Quarantined(_Stored):
+    """Why a commit is held back until its branch moves (or an operator deploys it)."""
+
+    branch: str
+    reason: str
+    at: str  # ISO time
+    live_path: str | None = None  # the live path's signature when it was the cause
+
+    @property
+    def held_back(self) -> bool:
+        """Held back by an operator's choice (rollback, deploy --ref), not by a failure."""
+        return self.reason.startswith("held back") or self.reason.startswith("rolled back by")
+
+
+@dataclass
+class Inflight(_Stored):
+    """A deploy between its record in flight and its verdict: the next run finishes it."""
+
+    branch: str
+    commit: str
+    version: str | None
+    dir: str  # the release directory (it may not exist yet: recorded before the rename)
+    previous_dir: str | None
+    previous_commit: str | None
+    trigger: str
+    started_at: str  # ISO time
+    cards: list[str] = field(default_factory=list)
+    uncarded_commits: list[str] = field(default_factory=list)
+    phase: str = "verifying"  # verifying | rolling_back
+    staging: str | None = None  # the staging directory it is renamed from
+
+
+@dataclass
+class Hold(_Stored):
+    """Automatic deploys paused by an operator."""
+
+    at: str  # ISO time
+    by: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Retry(_Stored):
+    """A commit that met a host fault, and when it is tried again."""
+
+    commit: str
+    attempts: int
+    cause: str
+    next_at: str  # ISO time

@@ -303,21 +303,6 @@ class SlackNotifier:
         except Exception:  # noqa: BLE001
             return None
 
-    def spool_status(self) -> dict:
-        """What waits in the spool and why (an extension for `ghost-agent status --json`)."""
-        try:
-            state = self._load_state()
-            return {
-                "queued": len(self._spooled()),
-                "attempts": int(state.get("attempts") or 0),
-                "next_attempt_at": state.get("next_attempt_at"),
-                "last_error": state.get("last_error"),
-                "problem": self.problem(),
-            }
-        except Exception:  # noqa: BLE001
-            return {"queued": None, "attempts": 0, "next_attempt_at": None,
-                    "last_error": None, "problem": None}
-
     # -- internals -----------------------------------------------------------------------
     def _enqueue(self, kind: str, message: dict, summary: str, key: str | None = None) -> None:
         direct = None

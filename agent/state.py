@@ -17,11 +17,12 @@ from typing import Any
 from agent.atomic import write_json_atomic
 from agent.errors import AgentError, ExitCode, LockBusy
 from agent.hostfault import host_error
-from agent.models import DeployRecord, Release
+from agent.models import (DeployRecord, Hold, Inflight, Pending, Quarantined, Release, Retry,
+                          Seen)
 
 STATE_FILE = "state.json"
 LOCK_FILE = "agent.lock"
-SCHEMA = 1
+SCHEMA = 2  # 2: typed records (models.Seen, Pending, ...); migrate() reads 1
 
 
 class StateError(AgentError):
@@ -30,20 +31,22 @@ class StateError(AgentError):
 
 @dataclass
 class State:
+    """Everything the agent remembers between runs; state.json holds to_dict() of it."""
+
     releases: list[Release] = field(default_factory=list)  # verified, newest first; [0] is live
-    seen: dict[str, Any] | None = None  # the target last seen on the remote
-    pending: dict[str, Any] | None = None  # {"branch", "commit", "reason"}
-    quarantine: dict[str, dict[str, Any]] = field(default_factory=dict)  # commit -> why
-    inflight: dict[str, Any] | None = None  # a deploy between switch and verdict
+    seen: Seen | None = None  # the target last seen on the remote
+    pending: Pending | None = None  # the target that waits, and why
+    quarantine: dict[str, Quarantined] = field(default_factory=dict)  # commit -> why
+    inflight: Inflight | None = None  # a deploy between its in-flight record and its verdict
     history: list[dict[str, Any]] = field(default_factory=list)  # DeployRecord dicts, newest first
-    last_problem: str | None = None  # the last temporary trouble, for `status`
-    hold: dict[str, Any] | None = None  # automatic deploys paused: {"at", "by", "reason"}
+    last_problem: str | None = None  # the newest open problem, for `status`
+    hold: Hold | None = None  # automatic deploys paused by an operator
     notified_pending: str | None = None  # the commit whose pending message was sent
     unreadable: list[str] = field(default_factory=list)  # release branches with no version
     problem_kind: str | None = None  # what last_problem is: remote, fetch, host, internal:...
     problems: dict[str, str] = field(default_factory=dict)  # every open problem: kind -> text
     alerted: list[str] = field(default_factory=list)  # problem kinds Slack was told of
-    retry: dict[str, Any] | None = None  # after a host fault: {"commit", "attempts", "next_at"}
+    retry: Retry | None = None  # a commit that met a host fault
     unpublished: bool = False  # the ci-cd files lag behind the history (a kill, a full disk)
     unannounced: list[str] = field(default_factory=list)  # keys of records not yet notified
 
@@ -60,46 +63,75 @@ class State:
         del self.history[limit:]
 
     def to_dict(self) -> dict[str, Any]:
+        def stored(value: Any) -> Any:
+            return value.to_dict() if value is not None else None
+
         return {
             "schema": SCHEMA,
             "releases": [r.to_dict() for r in self.releases],
-            "seen": self.seen,
-            "pending": self.pending,
-            "quarantine": self.quarantine,
-            "inflight": self.inflight,
+            "seen": stored(self.seen),
+            "pending": stored(self.pending),
+            "quarantine": {commit: q.to_dict() for commit, q in self.quarantine.items()},
+            "inflight": stored(self.inflight),
             "history": self.history,
             "last_problem": self.last_problem,
-            "hold": self.hold,
+            "hold": stored(self.hold),
             "notified_pending": self.notified_pending,
             "unreadable": self.unreadable,
             "problem_kind": self.problem_kind,
             "problems": self.problems,
             "alerted": self.alerted,
-            "retry": self.retry,
+            "retry": stored(self.retry),
             "unpublished": self.unpublished,
             "unannounced": self.unannounced,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> State:
+        """A State from to_dict()'s shape (schema 2). Raises KeyError/TypeError/ValueError
+        for a document that does not have it."""
         return cls(
             releases=[Release.from_dict(r) for r in data.get("releases", [])],
-            seen=data.get("seen"),
-            pending=data.get("pending"),
-            quarantine=dict(data.get("quarantine") or {}),
-            inflight=data.get("inflight"),
+            seen=Seen.from_dict(data.get("seen")),
+            pending=Pending.from_dict(data.get("pending")),
+            quarantine={commit: Quarantined.from_dict(why)
+                        for commit, why in (data.get("quarantine") or {}).items()},
+            inflight=Inflight.from_dict(data.get("inflight")),
             history=list(data.get("history") or []),
             last_problem=data.get("last_problem"),
-            hold=data.get("hold"),
+            hold=Hold.from_dict(data.get("hold")),
             notified_pending=data.get("notified_pending"),
             unreadable=list(data.get("unreadable") or []),
             problem_kind=data.get("problem_kind"),
             problems=dict(data.get("problems") or {}),
             alerted=list(data.get("alerted") or []),
-            retry=data.get("retry"),
+            retry=Retry.from_dict(data.get("retry")),
             unpublished=bool(data.get("unpublished")),
             unannounced=list(data.get("unannounced") or []),
         )
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a state document of an older schema to SCHEMA. Raises ValueError for a schema
+    this agent does not know (e.g. written by a newer one)."""
+    schema = data.get("schema")
+    if schema == 1:
+        # 1 -> 2: quarantine entries got "branch" and "at" as required fields; "seen" got
+        # "at"; the one last_problem became one of `problems`.
+        for why in (data.get("quarantine") or {}).values():
+            why.setdefault("branch", "?")
+            why.setdefault("reason", "")
+            why.setdefault("at", "")
+        if data.get("seen"):
+            data["seen"].setdefault("at", "")
+        if data.get("hold"):
+            data["hold"].setdefault("at", "")
+        if data.get("last_problem") and not data.get("problems"):
+            data["problems"] = {data.get("problem_kind") or "remote": data["last_problem"]}
+        data["schema"] = schema = 2
+    if schema != SCHEMA:
+        raise ValueError(f"schema {schema!r}, expected {SCHEMA}")
+    return data
 
 
 class StateStore:
@@ -117,9 +149,9 @@ class StateStore:
             raise StateError(f"cannot read {self.path}: {exc.strerror}") from None
         try:
             data = json.loads(text)
-            if data.get("schema") != SCHEMA:
-                raise ValueError(f"schema {data.get('schema')!r}, expected {SCHEMA}")
-            return State.from_dict(data)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return State.from_dict(migrate(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateError(f"{self.path} is damaged ({exc}); move it aside to start afresh") \
                 from None

@@ -21,8 +21,8 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "flag": config.site.flag,
         "live": current.to_dict() if current else None,
         "previous": state.previous.to_dict() if state.previous else None,
-        "seen": state.seen,
-        "pending": state.pending,
+        "seen": _stored(state.seen),
+        "pending": _stored(state.pending),
         "window": None if config.window is None else {
             "open": decision.open,
             "next_opening": clock.iso(decision.opens_at) if not decision.open
@@ -32,16 +32,20 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "last": None if last is None else {
             k: last.get(k) for k in ("outcome", "branch", "commit", "finished_at", "error",
                                      "trigger")},
-        "quarantine": state.quarantine,
-        "interrupted_deploy": state.inflight,
-        "hold": state.hold,
+        "quarantine": {commit: why.to_dict() for commit, why in state.quarantine.items()},
+        "interrupted_deploy": _stored(state.inflight),
+        "hold": _stored(state.hold),
         "unreadable_branches": state.unreadable,
         "problem": state.last_problem,
         "problem_kind": state.problem_kind,
         "problems": state.problems,
-        "retry": state.retry,
+        "retry": _stored(state.retry),
         "notify_problem": notifiers.from_config(config).problem(),
     }
+
+
+def _stored(value: Any) -> dict[str, Any] | None:
+    return value.to_dict() if value is not None else None
 
 
 def render_status(info: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import LockBusy
-from agent.models import DeployRecord, Release
+from agent.models import DeployRecord, Pending, Quarantined, Release, Seen
 from agent.state import LOCK_FILE, STATE_FILE, State, StateError, StateStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +78,9 @@ def sample_state() -> State:
     state = State(
         releases=[Release(SHA_B, "dev1", None, "/r/2", "2026-11-26T14:00:00+00:00"),
                   Release(SHA_A, "dev1", None, "/r/1", "2026-11-25T14:00:00+00:00")],
-        seen={"branch": "dev1", "commit": SHA_B},
-        pending={"branch": "dev1", "commit": SHA_B, "reason": "waiting for the deploy window"},
-        quarantine={SHA_A: {"reason": "checks failed"}},
+        seen=Seen("dev1", SHA_B, "2026-11-26T13:59:00+00:00"),
+        pending=Pending("dev1", SHA_B, "waiting for the deploy window"),
+        quarantine={SHA_A: Quarantined("dev1", "checks failed", "2026-11-26T13:00:00+00:00")},
         last_problem="remote unreachable",
     )
     record = DeployRecord("poll", "dev1", None, SHA_B, SHA_A, "deployed",
@@ -191,3 +191,29 @@ def test_unlock_lets_the_next_run_in(tmp_path):
     with StateStore(tmp_path / "state"):
         with pytest.raises(LockBusy):
             first.lock()
+
+
+def test_a_schema_1_file_is_migrated(tmp_path):
+    """The state file of the agent before typed records (schema 1) loads as schema 2."""
+    store = StateStore(tmp_path)
+    store.path.write_text(json.dumps({
+        "schema": 1, "releases": [], "history": [],
+        "seen": {"branch": "dev1", "commit": SHA_B},
+        "quarantine": {SHA_A: {"reason": "checks failed"}},
+        "hold": {"at": "2026-11-26T14:00:00+00:00", "by": "ops", "reason": "audit"},
+        "last_problem": "cannot read the remote",
+    }))
+    state = store.load()
+    assert state.seen == Seen("dev1", SHA_B, "")
+    assert state.quarantine[SHA_A].reason == "checks failed"
+    assert state.hold.by == "ops"
+    assert state.problems == {"remote": "cannot read the remote"}
+    store.save(state)
+    assert json.loads(store.path.read_text())["schema"] == 2
+
+
+def test_a_schema_from_a_newer_agent_is_refused(tmp_path):
+    store = StateStore(tmp_path)
+    store.path.write_text(json.dumps({"schema": 3}))
+    with pytest.raises(StateError, match="schema 3"):
+        store.load()
