@@ -1,0 +1,81 @@
+"""`ghost-agent setup` on the command line: its options, and run_setup, which reads the
+config and the host, makes the plan and applies it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from agent.config import config_path, load_config
+from agent.setup import host
+from agent.setup.apply import apply
+from agent.setup.credstore import credstore_view
+from agent.setup.layout import DEFAULT_GHOST_GROUP, SetupError
+from agent.setup.plan import Options, make_plan
+
+_GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ghost-agent setup` (cli.py adds the subcommand; --config is global)."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every file and command, write and run nothing")
+    parser.add_argument("--root", metavar="DIR", default="/",
+                        help="write under DIR instead of / and run nothing (packaging, tests)")
+    parser.add_argument("--ghost-group", metavar="GROUP", default=None,
+                        help="Ghost's group, which the agent joins to write into Ghost's "
+                             "content directory (default: the one of an earlier setup, else "
+                             f"{DEFAULT_GHOST_GROUP}, Ghost-CLI's); '' for none")
+    parser.add_argument("--unit-only", action="store_true",
+                        help="only the unit, ghost-agentctl and sysusers file (no config "
+                             "needed); no polkit rule, drop-in or nginx snippet")
+    parser.add_argument("--exec", dest="exec_path", metavar="PATH", default=None,
+                        help="the installed ghost-agent for ExecStart= (pip installs; "
+                             "default: this one)")
+    parser.add_argument("--layout", choices=("auto", "deb", "pip"), default="auto",
+                        help=argparse.SUPPRESS)
+
+
+def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """`ghost-agent setup` with the options of add_arguments (and --config); returns
+    ExitCode.OK. Raises ConfigError (78) for a bad config, SetupError (1)."""
+    out = out or sys.stdout
+    root = Path(args.root).absolute()
+    if not root.is_dir():
+        raise SetupError(f"--root {args.root}: not a directory")
+    group = args.ghost_group
+    if group is None:
+        group = host.group_from_sysusers(root) or DEFAULT_GHOST_GROUP
+    if group and not _GROUP_NAME.fullmatch(group):
+        raise SetupError(f"--ghost-group {group!r}: not a group name")
+    # Only the live root's groups are this host's; a dry run warns instead of stopping.
+    if group and root == Path("/") and not args.unit_only and not host.group_exists(group):
+        message = (f"--ghost-group {group}: no such group (Ghost-CLI's is `ghost`); "
+                   "name Ghost's group, or --ghost-group '' for none")
+        if not args.dry_run:
+            raise SetupError(message)
+        out.write(f"warning: {message}\n")
+    options = Options(root=root, dry_run=args.dry_run, ghost_group=group,
+                      unit_only=args.unit_only, layout=args.layout)
+    config = config_file = None
+    if not args.unit_only:
+        config_file = Path(os.path.normpath(config_path(getattr(args, "config", None))
+                                            .absolute()))
+        with credstore_view(root):  # [slack] may get its webhook from the credstore
+            config = load_config(config_file)
+    facts = host.look(root, args.exec_path, config)
+    plan = make_plan(options, config, config_file, facts)
+    return apply(plan, options, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m agent.setup [options]`: the same as `ghost-agent setup [options]`, through
+    the one main (agent.cli), so errors and exit statuses are the same."""
+    from agent.cli import main as cli_main  # agent.cli imports this package
+
+    return cli_main(["setup", *(sys.argv[1:] if argv is None else argv)])

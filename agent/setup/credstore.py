@@ -1,0 +1,34 @@
+"""The service's secrets as it will see them, for loading the config outside the service
+(setup, and check-config or status run by root)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.setup.layout import CREDENTIAL_PREFIX, CREDENTIALS, CREDSTORE, under_root
+
+
+@contextlib.contextmanager
+def credstore_view(root: Path = Path("/")) -> Iterator[None]:
+    """$CREDENTIALS_DIRECTORY as the service will see it, for loading the config outside the
+    service: a temporary directory with <name> -> <root>/etc/credstore/ghost-agent.<name> for
+    each credential present (readable by root only, like the files). Does nothing when
+    $CREDENTIALS_DIRECTORY is already set (inside the service) or nothing is readable."""
+    store = under_root(root, CREDSTORE)
+    present = [name for name in CREDENTIALS
+               if os.access(store / f"{CREDENTIAL_PREFIX}{name}", os.R_OK)]
+    if os.environ.get("CREDENTIALS_DIRECTORY") or not present:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="ghost-agent-credentials.") as view:
+        for name in present:
+            os.symlink(store / f"{CREDENTIAL_PREFIX}{name}", Path(view) / name)
+        os.environ["CREDENTIALS_DIRECTORY"] = view
+        try:
+            yield
+        finally:
+            os.environ.pop("CREDENTIALS_DIRECTORY", None)

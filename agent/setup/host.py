@@ -1,0 +1,103 @@
+"""What setup reads from the host before it decides, and nothing else: it writes nothing.
+
+look() gathers the facts plan.make_plan decides on, so the plan itself stays pure; the
+group helpers serve the command line's --ghost-group default and check.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.setup.layout import (JOURNAL_GROUP, NGINX_DIR, PIP_UNIT_PATH, SYSUSERS_PATH, UNIT_PATHS,
+                                USER, under_root, writable_paths)
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+
+@dataclass(frozen=True)
+class Host:
+    """The facts of one host (under --root) that the plan depends on."""
+
+    packaged: bool = False  # the Debian package's unit is installed
+    pip_unit: bool = False  # a unit in /etc/systemd/system (an earlier pip install's)
+    nginx: bool = False  # /etc/nginx exists
+    exec_path: str | None = None  # --exec, else the ghost-agent found; None: none found
+    interpreters: tuple[Path, ...] = ()  # exec_path's #! interpreter, and where it leads
+    dirs: frozenset[Path] = frozenset()  # those of the config's writable paths that exist
+
+
+def look(root: Path, exec_path: str | None, config: Config | None) -> Host:
+    """Read the facts under root; exec_path is --exec (None: find it). Never raises for
+    what it cannot find: the plan decides whether that matters."""
+    exec_path = exec_path or find_exec()
+    dirs = frozenset(path for path, _ in (writable_paths(config) if config is not None else [])
+                     if under_root(root, path).is_dir())
+    return Host(packaged=any(under_root(root, p).exists() for p in UNIT_PATHS),
+                pip_unit=under_root(root, PIP_UNIT_PATH).exists(),
+                nginx=under_root(root, NGINX_DIR).is_dir(),
+                exec_path=exec_path,
+                interpreters=_interpreters(exec_path, root) if exec_path else (),
+                dirs=dirs)
+
+
+def find_exec() -> str | None:
+    """The `ghost-agent` this setup belongs to, as an absolute path (symlinks kept)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    candidates: list[Path] = []
+    if argv0 is not None and argv0.name == "ghost-agent":
+        candidates.append(argv0 if argv0.is_absolute() else Path.cwd() / argv0)
+    candidates.append(Path(sys.executable).parent / "ghost-agent")
+    found = shutil.which("ghost-agent")
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return os.path.normpath(candidate.absolute())
+    return None
+
+
+def _interpreters(exec_path: str, root: Path) -> tuple[Path, ...]:
+    """The #! interpreter of exec_path and, on the live root, where that link leads: a venv
+    made with a Python under /root runs from there, which the sandbox hides."""
+    path = Path(exec_path)
+    if not path.is_absolute():
+        return ()  # the plan refuses it
+    try:
+        with under_root(root, path).open("rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return ()
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    if not words:
+        return ()
+    if root == Path("/"):
+        return Path(words[0]), Path(words[0]).resolve()
+    return (Path(words[0]),)
+
+
+def group_from_sysusers(root: Path) -> str | None:
+    """Ghost's group named in the sysusers file of an earlier setup, if any."""
+    try:
+        text = under_root(root, SYSUSERS_PATH).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[:2] == ["m", USER] and words[2] != JOURNAL_GROUP:
+            return words[2]
+    return None
+
+
+def group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
