@@ -2,7 +2,7 @@
 
 A poll costs one `ls-remote`; a deploy fetches only the one branch (new objects only)
 and exports the commit's tree into a fresh directory, submodules and LFS files filled in.
-Never pull, never merge. All git runs through GitPython with a timeout, never prompts, and
+Never pull, never merge. All git runs through agent.proc with a timeout, never prompts, and
 every message is redacted. git's output is read as bytes and decoded here, deliberately:
 names git allows need not be UTF-8, and every string the agent keeps must be.
 
@@ -20,10 +20,9 @@ import shlex
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
-import git
-
-from agent import failpoints, hostfault, lfs, submodules
+from agent import failpoints, hostfault, lfs, proc, submodules
 from agent.errors import AgentError, DeployError, HostError, RemoteError
 from agent.models import Snapshot
 from agent.redact import redact
@@ -50,6 +49,10 @@ def git_env(timeout: float, ssh_key: Path | None = None) -> dict[str, str]:
         "GIT_SSH_COMMAND": shlex.join(ssh),
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,  # the host user's git config must not change behaviour
+        # git's words in English, whatever the host's locale: they are parsed ("fatal:", a
+        # full disk's "No space left on device")
+        "LC_ALL": "C",
+        "LANGUAGE": "C",
     }
 
 
@@ -82,8 +85,6 @@ class RemoteCache:
             self._global_config = f"[safe]\n\tdirectory = {local}\n"
         else:
             self._global_config = None
-        # Commands name the repository through GIT_DIR; "/" is just a cwd that always exists.
-        self._git = git.Git("/")
         self._refill: list[str] | None = None  # the last fetch, to refill a re-made cache
 
     # -- reading the remote -------------------------------------------------------------
@@ -292,7 +293,8 @@ class RemoteCache:
     def _exec(self, args: list[str], env: dict[str, str] | None = None,
               in_cache: bool = True) -> tuple[int, bytes, str]:
         """Run git (in the cache when it exists and in_cache); (status, stdout as bytes,
-        stderr as text with U+FFFD for bad bytes)."""
+        stderr as text with U+FFFD for bad bytes). A timeout is status -9 with stderr
+        "Timeout: …"; git that cannot start is 127, or HostError for a host fault."""
         if self._global_config:
             self._write_global_config()
         full_env = dict(self.env)
@@ -301,22 +303,16 @@ class RemoteCache:
         if in_cache and (self.cache_dir / "HEAD").exists():
             full_env["GIT_DIR"] = str(self.cache_dir)
         try:
-            status, out, err = self._git.execute(
-                ["git", *_OPTIONS, *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                kill_after_timeout=self.timeout,
-                env=full_env,
-                stdout_as_string=False,
-                strip_newline_in_stdout=False,
-            )
-        except git.GitCommandNotFound as exc:
-            return 127, b"", f"git could not start: {exc.stderr or exc}"
-        except OSError as exc:  # e.g. too many open files: no pipe for the child
-            if hostfault.is_host_errno(exc):
-                raise hostfault.host_error("cannot run git", exc) from None
-            raise
-        return status, out if isinstance(out, bytes) else out.encode(), _text(err)
+            # Commands name the repository through GIT_DIR; "/" is a cwd that always exists.
+            done = proc.run(["git", *_OPTIONS, *args], timeout=self.timeout, cwd="/",
+                            env=full_env, check=False, text=False)
+        except proc.CommandTimeout:
+            return -9, b"", f"Timeout: git {_command(args)} did not complete in {self.timeout:g}s"
+        except proc.CommandNotStarted as exc:  # e.g. too many open files: no pipe for the child
+            if hostfault.is_host_errno(exc.error):
+                raise hostfault.host_error("cannot run git", exc.error) from None
+            return 127, b"", f"git could not start: {exc.error.strerror or exc.error}"
+        return done.returncode, cast(bytes, done.stdout), done.stderr
 
     def _write_global_config(self) -> None:
         path = Path(self.env["GIT_CONFIG_GLOBAL"])
@@ -421,12 +417,11 @@ def parse_heads(out: bytes, url: str) -> Snapshot:
     return Snapshot(heads, tuple(sorted(undecodable)))
 
 
-def _text(err: str | bytes | None) -> str:
-    """GitPython's stderr (decoded with surrogateescape) as valid UTF-8 text."""
-    if err is None:
-        return ""
-    raw = err if isinstance(err, bytes) else err.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "replace")
+def _command(args: list[str]) -> str:
+    """The git command of args: "lfs" for ["-c", "k=v", "lfs", "fetch"]."""
+    while args[:1] == ["-c"]:
+        args = args[2:]
+    return args[0] if args else ""
 
 
 def _local_path(url: str) -> str | None:

@@ -1,14 +1,17 @@
 """Figures for `ghost-agent once`: a deploy of a 1,000-file repo, and a no-op poll.
 
-Run: python tests/bench_once.py [--files 1000] [--runs 5]
-Uses the same real parts as the tests (a path remote, the Ghost stand-in, the systemctl
-stand-in, whose restart costs one short Python process). Prints figures; asserts nothing.
+Run: python tests/bench_once.py [--files 1000] [--runs 5] [--compare OTHER_CHECKOUT]...
+With --compare, the no-op `once` of other checkouts of the agent (PYTHONPATH) is timed too,
+in turn with this one's, on the same host. Uses the same real parts as the tests (a path
+remote, the Ghost stand-in, the systemctl stand-in, whose restart costs one short Python
+process). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.demo.sitesim import SiteServer  # noqa: E402
-from tests.agentsite import AgentSite  # noqa: E402
+from tests.agentsite import AgentSite, agent_argv  # noqa: E402
 from tests.gitremote import GitRemote  # noqa: E402
 
 
@@ -33,16 +36,27 @@ class _Systemctl:
         return getattr(self._fake, name)
 
 
-def timed(host: AgentSite, *args: str) -> tuple[float, int]:
+def timed(host: AgentSite, *args: str, checkout: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and exit status of the agent command; from `checkout` when given."""
+    env = host.env()
+    if checkout:
+        env["PYTHONPATH"] = str(checkout)
+    argv = [*agent_argv(), "--config", str(host.config_path), *args]
     started = time.perf_counter()
-    result = host.run(*args)
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=120, check=False)
     return time.perf_counter() - started, result.returncode
+
+
+def figures(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.3f}s ({min(seconds):.3f}-{max(seconds):.3f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="another checkout (holding agent/); may be repeated")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ghost-agent-bench-") as tmp:
         root = Path(tmp)
@@ -61,23 +75,29 @@ def main() -> int:
                 assert code == 0, "deploy failed"
                 deploys.append(seconds)
                 durations.append(host.ci_cd()["deploys"][0]["duration_ms"] / 1000)
-            noops = []
-            for _ in range(args.runs):
-                seconds, code = timed(host, "once")
-                assert code == 0
-                noops.append(seconds)
+            checkouts: list[Path | None] = [None, *args.compare]  # None: this one
+            noop_times: dict[Path | None, list[float]] = {c: [] for c in checkouts}
+            for run in range(args.runs):
+                # each round starts with another checkout: no one always runs first
+                turn = run % len(checkouts)
+                for checkout in checkouts[turn:] + checkouts[:turn]:
+                    seconds, code = timed(host, "once", checkout=checkout)
+                    assert code == 0, f"{checkout or 'this checkout'}: no-op once exited {code}"
+                    noop_times[checkout].append(seconds)
+            noops = noop_times.pop(None)
+            others = noop_times
             started = time.perf_counter()
             host.run("--version")
             startup = time.perf_counter() - started
         finally:
             site.stop()
     print(f"repo: {args.files} files, {args.runs} runs each (median, min-max)")
-    print(f"deploying once, wall:          {statistics.median(deploys):.3f}s "
-          f"({min(deploys):.3f}-{max(deploys):.3f})")
+    print(f"deploying once, wall:          {figures(deploys)}")
     print(f"  of which the deploy itself:  {statistics.median(durations):.3f}s "
           "(fetch, stage, switch, stand-in restart, checks)")
-    print(f"no-op once, wall:              {statistics.median(noops):.3f}s "
-          f"({min(noops):.3f}-{max(noops):.3f})")
+    print(f"no-op once, wall:              {figures(noops)}")
+    for checkout, times in others.items():
+        print(f"  the same from {checkout}: {figures(times)}")
     print(f"interpreter + import (--version): {startup:.3f}s")
     return 0
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -130,3 +133,76 @@ def test_path_arguments_are_accepted(tmp_path: Path):
     done = proc.run([sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())",
                      tmp_path / "f.txt"], timeout=30)
     assert done.stdout.strip() == "x"
+
+
+def test_timeout_kills_a_grandchild_in_a_session_of_its_own(tmp_path):
+    """A build step that starts a helper with setsid: killing the group misses it."""
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, time\n"
+        # start_new_session is setsid(2); DEVNULL: the old runner returned on time, and
+        # this test is about what it left running
+        "child = subprocess.Popen(['sleep', '60'], start_new_session=True,\n"
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(proc.CommandTimeout, match="timed out"):
+        proc.run(py(code), timeout=1.5)
+    assert time.monotonic() - started < 10
+    grandchild = int(pid_file.read_text())
+    assert gone(grandchild), f"grandchild {grandchild} (own session) still running"
+
+
+def test_timeout_kills_a_daemon_whose_parent_exited(tmp_path):
+    """A double fork: the daemon is handed to init, outside the tree, holding our pipes."""
+    pid_file = tmp_path / "daemon.pid"
+    spawner = (
+        "import subprocess, sys\n"
+        "d = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "open(sys.argv[1], 'w').write(str(d.pid))\n"
+    )
+    code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {spawner!r}, {str(pid_file)!r}], check=True)\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(proc.CommandTimeout, match="timed out"):
+        proc.run(py(code), timeout=1.5)
+    assert time.monotonic() - started < 10
+    daemon = int(pid_file.read_text())
+    assert gone(daemon), f"daemon {daemon} still running after the timeout"
+
+
+def test_text_false_returns_stdout_as_bytes_and_stderr_as_text():
+    code = ("import sys; sys.stdout.buffer.write(b'caf\\xe9\\r\\n'); "
+            "sys.stderr.buffer.write(b'bad \\xff byte')")
+    done = proc.run(py(code), timeout=30, text=False)
+    assert done.stdout == b"caf\xe9\r\n"
+    assert done.stderr == "bad \ufffd byte"
+
+
+def test_text_false_failure_names_the_output_tail():
+    code = "import sys; sys.stdout.buffer.write(b'only \\xff stdout'); sys.exit(3)"
+    with pytest.raises(CommandError, match="exited with 3: only \ufffd stdout"):
+        proc.run(py(code), timeout=30, text=False)
+
+
+def test_every_command_is_logged_redacted_with_its_wall_time(caplog):
+    caplog.set_level(logging.DEBUG, logger="agent")
+    proc.run([*py("pass"), "https://bot:pw-CANARY@git.example/x.git"], timeout=30)
+    with pytest.raises(CommandError):
+        proc.run(py("import time; time.sleep(5)"), timeout=0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent"]
+    assert len(lines) == 2, lines
+    assert "https://***@git.example/x.git" in lines[0] and "pw-CANARY" not in lines[0]
+    assert re.search(r"` exited with 0 in \d+\.\d{3}s$", lines[0])
+    assert re.search(r"` timed out in 0\.\d{3}s$", lines[1])
+
+
+def test_a_program_that_cannot_start_carries_its_os_error(tmp_path):
+    with pytest.raises(proc.CommandNotStarted) as info:
+        proc.run([str(tmp_path / "missing")], timeout=30)
+    assert info.value.error.errno == errno.ENOENT

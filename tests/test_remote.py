@@ -273,13 +273,17 @@ def test_auth_required_without_credentials_fails_fast_without_prompting(tmp_path
     assert server.requests, "git never reached the server"
 
 
-def test_auth_required_with_credentials_in_the_url_works(tmp_path, auth_git):
+def test_auth_required_with_credentials_in_the_url_works(tmp_path, auth_git, caplog):
+    caplog.set_level("DEBUG", logger="agent")
     server, remote = auth_git
     sha = remote.commit_and_push("dev1", {"a": "1"}, "first")
     cache = cache_for(tmp_path, server.repo_url("site.git", *AUTH))
     assert cache.heads(heads_patterns("dev1")).heads == {"dev1": sha}
     cache.fetch("dev1", sha)
     assert cache.has_commit(sha)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ls-remote" in logged and "fetch" in logged
+    assert AUTH[1] not in logged  # each git command is logged, its URL masked
 
 
 def test_wrong_credentials_error_does_not_leak_them(tmp_path, auth_git):
@@ -311,6 +315,7 @@ def test_git_never_hangs_on_a_silent_server(tmp_path, silent_port, scheme):
         cache.heads(heads_patterns("dev1"))
     assert time.monotonic() - started < 2 + 8
     assert "HANGPW-CANARY" not in str(info.value)
+    assert "Timeout: git ls-remote did not complete in 2s" in str(info.value)
     time.sleep(0.3)
     assert git_processes_for(silent_port) == []  # nothing left running against the server
 
@@ -409,3 +414,35 @@ def test_a_broken_cache_heals_under_log_and_export_too(tmp_path, git_remote):
     cache.export(sha, tmp_path / "r1")
     assert (tmp_path / "r1" / "index.html").read_text() == "v1"
     assert len(list(cache.cache_dir.parent.glob("cache.git.broken-*"))) == 1
+
+
+# -- one process runner, lazy imports (#11) ---------------------------------------------------
+
+
+def test_git_runs_through_proc_and_is_logged(tmp_path, git_remote, caplog):
+    caplog.set_level("DEBUG", logger="agent")
+    git_remote.commit_and_push("dev1", {"a": "1"}, "first")
+    cache_for(tmp_path, git_remote.url).heads(heads_patterns("dev1"))
+    [line] = [r.getMessage() for r in caplog.records if "ls-remote" in r.getMessage()]
+    assert line.startswith("`git -c protocol.version=2") and " exited with 0 in " in line
+
+
+def test_git_cannot_start_without_git_on_path(tmp_path, git_remote, monkeypatch):
+    git_remote.commit_and_push("dev1", {"a": "1"}, "first")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RemoteError, match="git could not start: No such file or directory"):
+        cache_for(tmp_path, git_remote.url).heads(heads_patterns("dev1"))
+
+
+def test_a_no_op_once_imports_neither_gitpython_nor_slack_sdk_nor_psutil(host, git_remote):
+    git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B101: first")
+    assert host.run("once").returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "agent", "--config", str(host.config_path),
+         "once"], env=host.env(), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert "agent.cycle" in imported  # the measure is of the real path
+    assert not imported & {"git", "slack_sdk", "psutil"}
