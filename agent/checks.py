@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
 
 from agent.models import CheckResult
 from agent.redact import redact
+
+if TYPE_CHECKING:  # requests is imported when checks run: a no-op poll does not pay for it
+    import requests
 
 RETRY_PAUSE = 0.5
 SETTLED_ROUNDS = 4  # rounds of the same wrong answers from a site that is up (about 2 s)
@@ -49,7 +51,7 @@ def check_once(check, local_url: str, public_url: str, session: requests.Session
                 error += f" (redirect to {response.headers.get('Location', '?')})"
         elif check.contains and check.contains.encode() not in body:
             error = f"answered {status} but does not contain {check.contains!r}"
-    except requests.RequestException as exc:
+    except _requests().RequestException as exc:
         error = _short_error(exc)
     ms = int((time.monotonic() - started) * 1000)
     return CheckResult(check.name, redact(check.url), error is None, status, ms,
@@ -70,7 +72,7 @@ def run_checks(
     deadline = time.monotonic() + budget
     results: list[CheckResult | None] = [None] * len(checks)
     settled_rounds = 0
-    with requests.Session() as session:
+    with _requests().Session() as session:
         session.trust_env = False  # no proxy from the environment between us and the site
         while True:
             for i, check in enumerate(checks):
@@ -105,8 +107,15 @@ def _read_body(response: requests.Response) -> bytes:
 
 def _short_error(exc: requests.RequestException) -> str:
     # iter_content reports a body that stalls as a ConnectionError wrapping a read timeout
+    requests = _requests()
     if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
         return "connection refused or reset"
     return type(exc).__name__
+
+
+def _requests():
+    import requests
+
+    return requests

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import config_path, load_config
-from agent.setup import add_arguments as add_setup_arguments
+from agent.setup.options import add_arguments as add_setup_arguments
 from agent.errors import AgentError, ConfigError, ExitCode
 from agent.hostfault import host_error, is_host_errno
 from agent.redact import redact

@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from agent.errors import ConfigError
+from agent.window import host_zone
 from agent.redact import MASK, redact, register_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/ghost-agent/agent.toml")
@@ -107,6 +108,13 @@ class WindowConfig:
     minutes: int
     timezone: str | None = None
     spread_minutes: int = 0  # hosts start up to this much later, by a hash of the hostname
+    # The zone, resolved once here (the zone files are not read again on every decision).
+    zone: datetime.tzinfo | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.zone is None:
+            zone = zoneinfo.ZoneInfo(self.timezone) if self.timezone else host_zone()
+            object.__setattr__(self, "zone", zone)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Every deploy ends in one DeployRecord that feeds the state, the ci-cd files and 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import socket
@@ -41,14 +40,6 @@ _RELEASE_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-z]+$")  # releases.py names th
 RETRY_MAX_SECONDS = 900  # the longest wait before a commit that met a host fault is retried
 
 
-def spread_offset(window_config) -> timedelta:
-    """This host's delay inside the window: the same every night, different across hosts."""
-    if window_config is None or not window_config.spread_minutes:
-        return timedelta(0)
-    digest = hashlib.sha256(socket.gethostname().encode()).digest()
-    return timedelta(minutes=int.from_bytes(digest[:4], "big") % window_config.spread_minutes)
-
-
 class Interrupted(TemporaryError):
     """A stop was requested before the live site was touched; nothing changed."""
 
@@ -73,6 +64,7 @@ class Agent:
     now: Callable[[], datetime] = clock.now
     stop_requested: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
+    hostname: str = field(default_factory=socket.gethostname)  # spreads a fleet in the window
     _canary_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
@@ -124,7 +116,7 @@ class Agent:
                 state.seen = Seen(target.branch, target.commit, clock.iso(self.now()))
             if state.retry and (target is None or state.retry.commit != target.commit):
                 state.retry = None  # the branch moved on: the new head starts afresh
-            reason = self._why_not(state, target)
+            reason = self._why_not(state, target) or self._canaries_say(target)
             if reason is not None:
                 return self._settle(state, target, reason, recovered,
                                     changed=state.to_dict() != loaded)
@@ -271,14 +263,9 @@ class Agent:
         if state.hold:
             return f"held: automatic deploys paused since {state.hold.at}" + (
                 f" ({state.hold.reason})" if state.hold.reason else "")
-        decision = window.decide(self.config.window, self.now(), spread_offset(self.config.window))
+        decision = window.decide(self.config.window, self.now(), self.window_offset())
         if not decision.open:
             return decision.reason
-        if self.config.promotion and target.version:
-            healthy, why = self._canary_verdict(target.version)
-            if not healthy:
-                return why
-            log.info("%s", why)
         return None
 
     def _same_flag(self, release: Release) -> bool:
@@ -289,17 +276,33 @@ class Agent:
         return selection.is_release_flag(flag) and \
             selection.release_version(release.branch, flag[:-1])[0] is not None
 
-    def _canary_verdict(self, version: str) -> tuple[bool, str]:
-        """Ask the canary sites (only inside the window), at most once a minute per version."""
-        from agent.promotion import check_promotion
+    def window_offset(self) -> timedelta:
+        """This host's delay inside the window (see window.spread_offset)."""
+        return window.spread_offset(self.config.window, self.hostname)
+
+    def _canaries_say(self, target: Target) -> str | None:
+        """None when the canary sites have run the target's version long enough (or there is
+        no [promotion]); else why not. The answers are looked at here, at most once a minute
+        per version and only for a target otherwise due; the verdict is promotion.evaluate's,
+        a pure function of them."""
+        promotion = self.config.promotion
+        if not promotion or not target.version:
+            return None
+        from agent.promotion import evaluate, fetch_all
 
         now = self.now()
         cached = self._canary_cache
-        if cached and cached[0] == version and (now - cached[1]).total_seconds() < 60:
-            return cached[2]
-        verdict = check_promotion(self.config.promotion, version, now)
-        self._canary_cache = (version, now, verdict)
-        return verdict
+        if cached and cached[0] == target.version and (now - cached[1]).total_seconds() < 60:
+            answers = cached[2]
+        else:
+            answers = fetch_all(list(promotion.canary_urls), promotion.timeout_seconds)
+            self._canary_cache = (target.version, now, answers)
+        healthy, why = evaluate(target.version, answers, bake_minutes=promotion.bake_minutes,
+                                healthy_share=promotion.healthy_share, now=now)
+        if healthy:
+            log.info("%s", why)
+            return None
+        return why
 
     def _settle(self, state: State, target: Target | None, reason: str,
                 recovered: DeployRecord | None, changed: bool) -> Outcome:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent import clock, window
 from agent.config import Config, load_config
-from agent.cycle import Agent, Interrupted, spread_offset
+from agent.cycle import Agent, Interrupted
 from agent.errors import AgentError, TemporaryError
 from agent.sdnotify import Heartbeat, notify, watchdog_interval
 from agent.text import cut, one_line
@@ -168,8 +168,7 @@ class _Service:
         self.agent.notifier.deliver(SPOOL_BUDGET)
 
     def _window_is_open(self) -> bool:
-        return window.decide(self.config.window, clock.now(),
-                             spread_offset(self.config.window)).open
+        return window.decide(self.config.window, clock.now(), self.agent.window_offset()).open
 
     def _watch_window(self) -> None:
         """Poll the moment the window opens, not up to poll_seconds later."""

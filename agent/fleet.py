@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.clock import parse_time
-from agent.fleet_fetch import (MAX_BYTES, TEXT_MAX, SiteAnswer, is_unreachable, one_line,
-                               shape_problem)
-from agent.clock import aware
+from agent import text
+from agent.cicd_shape import shape_problem
+from agent.clock import aware, parse_time
+from agent.fleet_fetch import MAX_BYTES, SiteAnswer, is_unreachable
 from agent.selection import parse_version, release_version
 
 NAME_MAX = 120  # characters kept of a site's name, flag, version
+TEXT_MAX = 300  # characters kept of any free text a site sent (errors, reasons)
 
 # The states of a site, worst first (the order sites are listed in within a group).
 STATES = ("failed", "rolled_back", "unreachable", "bad_answer", "old_version", "pending",
@@ -38,6 +39,11 @@ LABELS = {
     "bad_answer": "bad answer",
 }
 SHORT_LABELS = {**LABELS, "old_version": "old version"}
+
+
+def one_line(value: Any, limit: int = TEXT_MAX) -> str:
+    """Untrusted text as one redacted line of at most `limit` characters ("" for None)."""
+    return text.cut(text.one_line(value), limit)
 
 
 def iso_z(value: Any) -> str | None:

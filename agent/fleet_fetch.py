@@ -1,10 +1,9 @@
-"""Fetching every site's public ci-cd.json for the fleet report and the canary check.
+"""Fetching every site's public ci-cd.json, for the fleet report and the canary check.
 
-Every answer is untrusted. Each fetch has a total deadline (a server that drips one byte at
-a time is cut off when it passes), reads at most MAX_BYTES, follows at most MAX_REDIRECTS
-redirects, ignores proxy settings from the environment, and keeps only JSON objects of the
-contract's shape (shape_problem). Whatever goes wrong is one line in SiteAnswer.error:
-fetch_all never raises.
+Every answer is untrusted. Each fetch has a total deadline, reads at most MAX_BYTES, follows
+at most MAX_REDIRECTS redirects, ignores proxy settings from the environment, and keeps only
+documents the report can read (agent.cicd_shape.shape_problem). Whatever goes wrong is one
+line in SiteAnswer.error: fetch_all never raises. The URLs come from agent.fleet_sites.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -28,95 +26,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from agent.config import FleetConfig
-from agent.errors import ConfigError
-from agent.text import cut
-from agent.text import one_line as _one_line_text
-from agent.redact import redact
+from agent.cicd_shape import shape_problem
+from agent.fleet_sites import ci_cd_json_url, url_problem
+from agent.text import cut, one_line
 
 MAX_BYTES = 1_000_000
 MAX_REDIRECTS = 3
 KEEP_DEPLOYS = 50  # deploy records kept per answer (newest first); the report needs the newest
-CI_CD_PATH = "/content/files/ci-cd.json"
-TEXT_MAX = 300  # characters kept of any free text a site sent (errors, reasons)
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def one_line(value: Any, limit: int = TEXT_MAX) -> str:
-    """Untrusted text as one redacted line of at most `limit` characters ("" for None)."""
-    return cut(_one_line_text(value), limit)
-
-
-# --------------------------------------------------------------------------- site URLs
-
-
-def ci_cd_json_url(site_url: str) -> str:
-    """https://a.website.com -> https://a.website.com/content/files/ci-cd.json.
-
-    A URL whose path ends in .json is used as it is.
-    """
-    url = site_url.strip()
-    try:
-        path = urlsplit(url).path
-    except ValueError:
-        path = ""
-    if path.lower().endswith(".json"):
-        return url
-    return url.rstrip("/") + CI_CD_PATH
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` is not an http(s) URL with a host, or None."""
-    if not url or _CONTROL_RE.search(url) or " " in url:
-        return "expected an http(s) URL without spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError on a bad port
-    except ValueError:
-        return "expected an http(s) URL with a valid host and port"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "expected an http(s) URL with a host, e.g. https://a.website.com"
-    return None
-
-
-def read_sites(fleet: FleetConfig) -> list[str]:
-    """[fleet] sites, then the lines of [fleet] sites_file, de-duplicated, order kept.
-
-    In the file, blank lines and # comments (whole lines, or after a URL and a space) are
-    skipped. Raises ConfigError naming the file (and line) for an unreadable file or a line
-    that is not an http(s) URL; every bad line is reported at once.
-    """
-    urls: list[str] = list(fleet.sites)
-    if fleet.sites_file is not None:
-        path = Path(fleet.sites_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise ConfigError([f"{path}: [fleet] sites_file: cannot read it: {reason}"]) from None
-        problems = []
-        for number, raw in enumerate(text.splitlines(), 1):
-            line = re.split(r"\s#", raw, maxsplit=1)[0].strip()
-            if not line or line.startswith("#"):
-                continue
-            problem = url_problem(line)
-            if problem:
-                shown = json.dumps(redact(cut(line, 80)), ensure_ascii=False)
-                problems.append(f"{path}:{number}: {shown}: {problem}")
-                continue
-            urls.append(line)
-        if problems:
-            raise ConfigError(problems)
-    seen: set[str] = set()
-    kept = []
-    for url in urls:
-        key = url.rstrip("/")
-        if key in seen:
-            continue
-        seen.add(key)
-        kept.append(key)
-    return kept
+ERROR_MAX = 300  # characters kept of an error line
 
 
 # --------------------------------------------------------------------------- answers
@@ -138,9 +55,13 @@ def is_unreachable(error: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- the deadline
-# A per-read timeout never fires on a server that drips one byte at a time, so each fetch
-# gets a _Watch: every socket the fetch opens is registered with it, and when its deadline
-# passes fetch_all's loop shuts those sockets down, which ends any blocked read at once.
+# requests' timeouts give each connect and each read the time left (a TLS handshake, too:
+# Python's ssl takes the socket's timeout as a deadline for the whole handshake). But a
+# server that drips one byte at a time never makes a single read wait long. So every socket
+# a fetch uses is registered with the fetch's _Watch, and when its deadline passes
+# fetch_all's loop shuts those sockets down, which ends any blocked read at once; the body is
+# read in pieces and the deadline checked after each. The sockets are found through public
+# hooks: connect() and request() of the connection class (ConnectionCls) of urllib3's pools.
 
 
 class _Watch:
@@ -173,13 +94,10 @@ class _Watch:
 
 def _shut(sock: Any) -> None:
     try:
-        if isinstance(sock, socket.socket):
-            # the plain socket call, also for an SSLSocket: no TLS state is touched from
-            # this thread, the reader just sees the connection end
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        else:
-            sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError, ValueError):
+        # the plain socket call, also for an SSLSocket: no TLS state is touched from this
+        # thread, the reader just sees the connection end
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError, ValueError):
         pass
 
 
@@ -194,17 +112,16 @@ def _watch_socket(sock: Any) -> None:
 
 
 class _WatchedMixin:
-    """Registers the connection's socket with the current fetch's _Watch: when it is made
-    (before any TLS handshake) and again for each request (a kept-alive connection)."""
+    """Registers the connection's socket with the current fetch's _Watch: once connected,
+    and again for each request (a kept-alive connection serves the next fetch too)."""
 
-    def _new_conn(self):  # type: ignore[no-untyped-def]
-        sock = super()._new_conn()  # type: ignore[misc]
-        _watch_socket(sock)
-        return sock
-
-    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
         _watch_socket(getattr(self, "sock", None))
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        _watch_socket(getattr(self, "sock", None))  # None before the first connect()
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
 class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
@@ -355,7 +272,7 @@ def _fetch_one(session: requests.Session, url: str, timeout: float, watch: _Watc
         # a shut-down socket surfaces as whatever error the read was in: name the real cause
         error = _timed_out(timeout)
     ms = int((time.monotonic() - started) * 1000)
-    return SiteAnswer(url, doc, one_line(error) if error else None, ms)
+    return SiteAnswer(url, doc, cut(one_line(error), ERROR_MAX) if error else None, ms)
 
 
 def _trim(doc: dict, keep: int | None) -> dict:
@@ -487,88 +404,3 @@ def _causes(exc: BaseException) -> list[BaseException]:
         todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None),
                      *item.args])
     return seen
-
-
-# --------------------------------------------------------------------------- shape
-
-
-def shape_problem(doc: Any) -> str | None:
-    """What makes `doc` not a ci-cd.json of the contract (schema 1), or None.
-
-    Checked: enough that the fleet report and the canary check can read it without
-    surprises; keys the contract does not name are left alone.
-    """
-    if not isinstance(doc, dict):
-        return f"the document is {_json_type(doc)} (expected an object)"
-    schema = doc.get("schema")
-    if type(schema) is not int or schema != 1:
-        shown = cut(json.dumps(schema), 20) if schema is not None else "missing"
-        return f"schema is {shown} (expected 1)"
-    for key in ("site", "flag"):
-        if key not in doc:
-            return f"{key} is missing"
-        problem = _want(key, doc[key], (str,), "a string")
-        if problem:
-            return problem
-    problem = _want("updated_at", doc.get("updated_at"), _STR_OR_NULL, "a string")
-    if problem:
-        return problem
-    for name, keys in (("current", ("branch", "commit", "version", "since")),
-                       ("pending", ("branch", "commit", "version", "reason"))):
-        part = doc.get(name)
-        problem = _want(name, part, (dict, type(None)), "an object or null")
-        if problem:
-            return problem
-        if not isinstance(part, dict):
-            continue
-        for key in keys:
-            problem = _want(f"{name}.{key}", part.get(key), _STR_OR_NULL, "a string or null")
-            if problem:
-                return problem
-    if "deploys" not in doc:
-        return "deploys is missing"
-    deploys = doc["deploys"]
-    problem = _want("deploys", deploys, (list,), "an array")
-    if problem:
-        return problem
-    for index, rec in enumerate(deploys):
-        problem = _want(f"deploys[{index}]", rec, (dict,), "an object")
-        if problem:
-            return problem
-        for key in ("branch", "version", "commit", "outcome", "started_at", "finished_at",
-                    "trigger"):
-            problem = _want(f"deploys[{index}].{key}", rec.get(key), _STR_OR_NULL,
-                            "a string or null")
-            if problem:
-                return problem
-    return None
-
-
-_STR_OR_NULL = (str, type(None))
-
-
-def _want(where: str, value: Any, types: tuple[type, ...], expected: str) -> str | None:
-    """Why `value` is not of `types`, or None (a JSON true is not a number here)."""
-    if isinstance(value, bool) and bool not in types:
-        return f"{where} is {_json_type(value)} (expected {expected})"
-    if value is None and type(None) in types:
-        return None
-    if not isinstance(value, types):
-        return f"{where} is {_json_type(value)} (expected {expected})"
-    return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

@@ -12,10 +12,11 @@ from zoneinfo import ZoneInfo
 
 from agent.config import FleetConfig
 from agent.fleet import NEEDS_A_LOOK, load_previous, summarize
-from agent.fleet_fetch import fetch_all, read_sites
+from agent.fleet_fetch import fetch_all
 from agent.fleet_render import slack_summary, write_report
+from agent.fleet_sites import read_sites
 from agent.notifiers import Notifier
-from agent.window import host_zone
+from agent.window import host_zone, opening_on
 
 log = logging.getLogger("agent")
 LATE_LIMIT = timedelta(hours=1)  # an agent started later than this after `at` waits a day
@@ -45,7 +46,10 @@ def needs_a_look(summary: dict) -> bool:
 class DailyReport:
     """Runs the report once a day at [fleet] at, local time of [fleet] timezone.
 
-    The day of the last run is kept in state_dir, so a restart does not send it twice.
+    As the deploy window does (agent.window.opening_on): on the day a daylight-saving change
+    skips that time, the report runs at the first minute that exists; on the day the time
+    happens twice, the first time; LATE_LIMIT is real time from then. The day of the last
+    run is kept in state_dir, so a restart does not send it twice.
     """
 
     def __init__(self, config: FleetConfig, state_dir: Path, notifier: Notifier,
@@ -59,12 +63,12 @@ class DailyReport:
     def due(self, now: datetime) -> bool:
         if self.config.at is None:
             return False
-        local = now.astimezone(self.zone)
-        start = datetime.combine(local.date(), self.config.at, tzinfo=self.zone)
-        if not start <= local < start + LATE_LIMIT:
+        day = now.astimezone(self.zone).date()
+        start = opening_on(day, self.config.at, self.zone)
+        if not start <= now < start + LATE_LIMIT:
             return False
         try:
-            return self.marker.read_text().strip() != local.date().isoformat()
+            return self.marker.read_text().strip() != day.isoformat()
         except OSError:
             return True
 

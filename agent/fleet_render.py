@@ -1,7 +1,7 @@
 """The fleet report for people and scripts: ci-cd.txt, ci-cd.html, ci-cd.json and one Slack
 message, all rendered from the document of agent.fleet.summarize.
 
-write_report() writes the three files atomically, like the per-site files of agent.publish.
+write_report() writes the three files with the writer of the per-site files (agent.pages).
 Everything a site sent is untrusted: it is shown as one redacted line, escaped for HTML and
 Slack.
 """
@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.atomic import dumps_json, write_atomic
-from agent.fleet import COUNT_ORDER, LABELS, NAME_MAX, NEEDS_A_LOOK, SHORT_LABELS, STATES, iso_z
-from agent.fleet_fetch import TEXT_MAX, one_line, url_problem
-# the per-site ci-cd files' names and helpers: one escaping rule for every ci-cd page
-from agent.publish import FILES
+from agent.fleet import (COUNT_ORDER, LABELS, NAME_MAX, NEEDS_A_LOOK, SHORT_LABELS, STATES,
+                         TEXT_MAX, iso_z, one_line)
+from agent.fleet_sites import url_problem
+from agent.pages import FILES, html_page, render_json, write_files
 from agent.text import cut, short_commit
 from agent.text import html_text as _e  # short: it wraps nearly every value in the page
 from agent.redact import redact
@@ -98,18 +97,7 @@ def render_txt(summary: dict) -> str:
 
 
 _CSS = """
-:root{color-scheme:light dark;--bg:#fff;--fg:#1d232a;--mute:#5f6b76;--line:#dde3e8;
---card:#f6f8fa;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--info:#0969da;--old:#8250df}
-@media (prefers-color-scheme:dark){:root{--bg:#0f1419;--fg:#e6edf3;--mute:#9aa7b3;
---line:#2d3640;--card:#161c22;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--info:#58a6ff;
---old:#a371f7}}
-*{box-sizing:border-box}
-body{margin:0;padding:1rem;background:var(--bg);color:var(--fg);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{max-width:60rem;margin:0 auto}
-h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:0 0 .4rem}
-.meta,.mute{color:var(--mute);font-size:.9rem}
-code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em}
+.group h2{margin:0 0 .4rem}
 .totals{display:flex;flex-wrap:wrap;gap:.4rem;margin:.6rem 0}
 .group{background:var(--card);border:1px solid var(--line);border-radius:8px;
 padding:.75rem;margin:1rem 0}
@@ -117,8 +105,6 @@ padding:.75rem;margin:1rem 0}
 padding-left:.5rem;overflow-wrap:anywhere}
 .site .line{display:flex;flex-wrap:wrap;gap:.2rem .6rem;align-items:baseline}
 .site p{margin:.15rem 0;font-size:.9rem}
-.badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;color:#fff;
-font-size:.8rem;font-weight:600;background:var(--mute);white-space:nowrap}
 .state-updated .badge,.badge.state-updated{background:var(--ok)}
 .state-rolled_back .badge,.badge.state-rolled_back{background:var(--warn)}
 .state-failed .badge,.badge.state-failed{background:var(--bad)}
@@ -129,8 +115,6 @@ font-size:.8rem;font-weight:600;background:var(--mute);white-space:nowrap}
 .site.state-failed,.site.state-unreachable,.site.state-bad_answer{border-left-color:var(--bad)}
 .site.state-rolled_back{border-left-color:var(--warn)}
 .site.state-old_version{border-left-color:var(--old)}
-.error{color:var(--bad)}
-a{color:var(--info)}
 """
 
 
@@ -205,48 +189,25 @@ def render_html(summary: dict) -> str:
             + "".join(_html_site(s) for s in orphans) + "</section>"
         )
     look = totals.get("needs_a_look", 0)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="robots" content="noindex">\n'
-        f"<title>fleet ci-cd {_e(when)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        "<main>\n"
+    return html_page(
+        f"fleet ci-cd {when}",
         f'<header><h1>Fleet ci-cd</h1><p class="meta">{_e(totals.get("sites", 0))} sites in '
         f'{_e(totals.get("groups", 0))} groups &middot; updated <time datetime="{_e(when)}">'
         f"{_e(when)}</time></p>"
         f'<div class="totals" id="totals">{_html_counts(totals)}</div>'
         f'<p id="look" class="{"error" if look else "mute"}">'
         f'{_e(look) + " need a look" if look else "nothing needs a look"}</p></header>\n'
-        + "\n".join(sections)
-        + "\n</main>\n</body>\n</html>\n"
+        + "\n".join(sections),
+        _CSS,
     )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def render_json(summary: dict) -> str:
-    """ci-cd.json of the fleet: the summary as it is."""
-    return dumps_json(summary)
 
 
 def write_report(out_dir: Path, summary: dict) -> list[Path]:
     """Write the fleet's ci-cd.txt, ci-cd.html and ci-cd.json atomically (mode 0o644) into
     out_dir, creating it. Everything is rendered before the first file is written."""
-    out_dir = Path(out_dir)
-    contents = {
-        "ci-cd.txt": render_txt(summary),
-        "ci-cd.html": render_html(summary),
-        "ci-cd.json": render_json(summary),
-    }
-    out_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    written = []
-    for name in FILES:
-        path = out_dir / name
-        write_atomic(path, contents[name], 0o644)
-        written.append(path)
-    return written
+    contents = dict(zip(FILES, (render_txt(summary), render_html(summary),
+                                render_json(summary)), strict=True))
+    return write_files(out_dir, contents, 0o644)
 
 
 # --------------------------------------------------------------------------- Slack

@@ -1,28 +1,25 @@
 """The ci-cd files: ci-cd.json (for scripts), ci-cd.txt and ci-cd.html (for people).
 
 All three are rendered from one document (see build_document) and written
-atomically into `<content_dir>/files/`. Every free-text value is passed through
+atomically into `<content_dir>/files/` (agent.pages: the writer, CSS and page shell shared
+with the fleet report). Every free-text value is passed through
 agent.redact before it is written, whoever built the document.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent import failpoints
 from agent.clock import aware, parse_time
-from agent.atomic import write_atomic
+from agent.pages import FILES, html_page, render_json, write_files
 from agent.redact import redact
 from agent.text import cut, one_line, short_commit
 from agent.text import html_text as _e  # short: it wraps nearly every value in the page
 
 SCHEMA = 1
-FILES = ("ci-cd.txt", "ci-cd.html", "ci-cd.json")
 
 ERROR_MAX = 300  # characters of an error kept on a ci-cd.txt line
 
@@ -243,17 +240,6 @@ def _safe_link(url: Any) -> str:
 
 
 _CSS = """
-:root{color-scheme:light dark;--bg:#fff;--fg:#1d232a;--mute:#5f6b76;--line:#dde3e8;
---card:#f6f8fa;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e}
-@media (prefers-color-scheme:dark){:root{--bg:#0f1419;--fg:#e6edf3;--mute:#9aa7b3;
---line:#2d3640;--card:#161c22;--ok:#3fb950;--warn:#d29922;--bad:#f85149}}
-*{box-sizing:border-box}
-body{margin:0;padding:1rem;background:var(--bg);color:var(--fg);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{max-width:60rem;margin:0 auto}
-h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.25rem 0 .5rem}
-.meta,.mute{color:var(--mute);font-size:.9rem}
-code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em}
 pre{white-space:pre-wrap;word-break:break-word;background:var(--card);padding:.5rem;
 border-radius:6px;overflow-x:auto}
 .glance{display:grid;gap:.75rem;grid-template-columns:repeat(auto-fit,minmax(15rem,1fr))}
@@ -266,12 +252,9 @@ color:var(--mute)}
 .deploy.outcome-rolled_back{border-left-color:var(--warn)}
 .deploy.outcome-failed{border-left-color:var(--bad)}
 .deploy header{display:flex;flex-wrap:wrap;gap:.4rem .75rem;align-items:baseline}
-.badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;color:#fff;
-font-size:.8rem;font-weight:600;background:var(--mute)}
 .badge.outcome-deployed{background:var(--ok)}
 .badge.outcome-rolled_back{background:var(--warn)}
 .badge.outcome-failed{background:var(--bad)}
-.warn{color:var(--warn)}.bad,.error{color:var(--bad)}.ok{color:var(--ok)}
 p.error{white-space:pre-wrap;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:.9rem;margin:.4rem 0}
 td,th{text-align:left;padding:.2rem .4rem;border-bottom:1px solid var(--line)}
@@ -418,54 +401,19 @@ def render_html(doc: dict) -> str:
         "".join(_html_deploy(rec, i) for i, rec in enumerate(deploys))
         if deploys else '<p class="mute">no deploys yet</p>'
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="robots" content="noindex">\n'
-        f"<title>ci-cd {_e(site)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+    return html_page(
+        f"ci-cd {site}",
         f'<header><h1>ci-cd <span id="site">{_e(site)}</span></h1>'
         f'<p class="meta">flag <code id="flag">{_e(doc.get("flag"))}</code>'
         + (f" &middot; {_safe_link(public_url)}" if public_url else "")
         + f' &middot; updated {_time(doc.get("updated_at"))}</p></header>\n'
         f'<div class="glance">{_html_live(doc)}{_html_pending(doc)}{_html_last(doc)}</div>\n'
-        f'<section id="history"><h2>History</h2>\n{history}\n</section>\n'
-        "</main>\n</body>\n</html>\n"
+        f'<section id="history"><h2>History</h2>\n{history}\n</section>',
+        _CSS,
     )
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, datetime):
-        return aware(obj).isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=str)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def render_json(doc: dict) -> str:
-    text = json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default)
-    return text + "\n"
-
-
-def _ensure_dir(directory: Path) -> None:
-    missing = []
-    d = directory
-    while not d.exists():
-        missing.append(d)
-        if d.parent == d:
-            break
-        d = d.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o755)
-        except FileExistsError:
-            continue
-        os.chmod(d, 0o755)  # noqa: S103 - world-readable on purpose; mkdir's mode obeys umask
 
 
 def publish(directory: Path, doc: dict, mode: int = 0o644) -> list[Path]:
@@ -475,22 +423,10 @@ def publish(directory: Path, doc: dict, mode: int = 0o644) -> list[Path]:
     redacted again here and every file is rendered before the first one is written.
     Returns the paths written.
     """
-    directory = Path(directory)
     safe = redact_doc(doc)
-    contents = {
-        "ci-cd.txt": render_txt(safe),
-        "ci-cd.html": render_html(safe),
-        "ci-cd.json": render_json(safe),
-    }
-    _ensure_dir(directory)
-    written = []
-    for name in FILES:
-        path = directory / name
-        write_atomic(path, contents[name], mode)
-        written.append(path)
-        if len(written) == 1:
-            failpoints.hit("during-publish")  # one file new, the others old
-    return written
+    contents = dict(zip(FILES, (render_txt(safe), render_html(safe), render_json(safe)),
+                        strict=True))
+    return write_files(directory, contents, mode, failpoint="during-publish")
 
 
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from agent import clock, notifiers, window
 from agent.config import Config
-from agent.cycle import spread_offset
 from agent.state import StateStore
 
 
 def status_dict(config: Config, now=None) -> dict[str, Any]:
     now = now or clock.now()
+    offset = window.spread_offset(config.window, socket.gethostname())
     state = StateStore(config.agent.state_dir).load()  # read-only: no lock needed
     current = state.current
     last = state.history[0] if state.history else None
-    decision = window.decide(config.window, now, spread_offset(config.window))
+    decision = window.decide(config.window, now, offset)
     return {
         "site": config.site.name,
         "flag": config.site.flag,
@@ -27,7 +28,7 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
             "open": decision.open,
             "next_opening": clock.iso(decision.opens_at) if not decision.open
             else clock.iso(window.next_opening(config.window, now,
-                                               spread_offset(config.window))),
+                                               offset)),
         },
         "last": None if last is None else {
             k: last.get(k) for k in ("outcome", "branch", "commit", "finished_at", "error",

@@ -7,6 +7,7 @@ exist opens at the first minute that does; a start time that happens twice opens
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
@@ -45,7 +46,8 @@ def host_zone() -> tzinfo:
 
 
 def zone_of(window) -> tzinfo:
-    return ZoneInfo(window.timezone) if window.timezone else host_zone()
+    """The window's zone: resolved when the config loaded (WindowConfig.zone)."""
+    return window.zone
 
 
 def opening_on(day: date, start: time, zone: tzinfo) -> datetime:
@@ -86,3 +88,12 @@ def next_opening(window, now: datetime, offset: timedelta = timedelta(0)) -> dat
         if opens > now:
             return opens
     raise ValueError("no window opening in the next days")  # pragma: no cover
+
+
+def spread_offset(window, hostname: str) -> timedelta:
+    """This host's delay inside the window, from 0 to spread_minutes: the same every night
+    for one hostname, different across a fleet (a hash of the name, not a random draw)."""
+    if window is None or not window.spread_minutes:
+        return timedelta(0)
+    digest = hashlib.sha256(hostname.encode("utf-8", "replace")).digest()
+    return timedelta(minutes=int.from_bytes(digest[:4], "big") % window.spread_minutes)

@@ -22,8 +22,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from agent import publish
+from agent.cicd_shape import JSON_SCHEMA
 from tests.agentsite import AgentSite, page
 from tests.contract_schema import validate_ci_cd
 
@@ -151,6 +153,14 @@ def test_validator_finds_every_deviation(host, history):
     assert validate_ci_cd({"schema": 1}) == [
         "site: missing", "flag: missing", "updated_at: missing", "current: missing",
         "pending: missing", "deploys: missing"]
+
+
+def test_the_contract_is_declared_once_as_a_json_schema():
+    """agent.cicd_shape.JSON_SCHEMA is the one declaration: valid JSON Schema (draft
+    2020-12), read by jsonschema here and by the agent's own reader (tests/test_fleet.py)."""
+    Draft202012Validator.check_schema(JSON_SCHEMA)
+    assert JSON_SCHEMA["required"] == ["schema", "site", "flag", "updated_at", "current",
+                                       "pending", "deploys"]
 
 
 def test_validator_allows_extensions_and_nulls(host, history):

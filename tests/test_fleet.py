@@ -7,6 +7,7 @@ uses) or, in test_report_of_a_real_agent_run, the ci-cd.json a real `ghost-agent
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -24,11 +25,11 @@ import pytest
 import requests
 
 from agent import fleet, fleet_fetch, fleet_render
-from agent.config import FleetConfig
-from agent.errors import ConfigError
+from agent.cicd_shape import shape_problem
 from agent.fleet import summarize
 from agent.fleet_fetch import SiteAnswer, fetch_all
 from agent.publish import build_document
+from tests.contract_schema import validate_ci_cd
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
 HOSTILE = '<script>alert("x")</script>'
@@ -207,19 +208,6 @@ def web() -> Iterator[LocalWeb]:
         server.stop()
 
 
-# --------------------------------------------------------------------------- URLs
-
-
-def test_ci_cd_json_url():
-    assert fleet_fetch.ci_cd_json_url("https://a.website.com") == \
-        "https://a.website.com/content/files/ci-cd.json"
-    assert fleet_fetch.ci_cd_json_url("https://a.website.com/") == \
-        "https://a.website.com/content/files/ci-cd.json"
-    assert fleet_fetch.ci_cd_json_url("https://a.website.com/blog") == \
-        "https://a.website.com/blog/content/files/ci-cd.json"
-    assert fleet_fetch.ci_cd_json_url("https://x.com/reports/a.JSON") == "https://x.com/reports/a.JSON"
-
-
 # --------------------------------------------------------------------------- fetching
 
 
@@ -308,6 +296,38 @@ def test_slow_drip_is_cut_off_at_the_total_deadline(web, in_headers):
     assert answers[0].error == "timed out after 1s"
     assert 900 <= answers[0].ms < 1500
     assert answers[1].error is None
+
+
+def test_a_tls_handshake_that_drips_is_cut_off_at_the_total_deadline():
+    """An https site whose server answers the TLS hello one byte at a time (a record header
+    announcing 16 KB, then a byte every 0.2 s): no single read ever waits long."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)  # the ClientHello
+                data = b"\x16\x03\x03\x40\x00" + b"\x02" * 16384
+                for i in range(len(data)):
+                    if stop.wait(0.2):
+                        return
+                    conn.sendall(data[i:i + 1])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        [answer] = fetch_all([f"https://127.0.0.1:{listener.getsockname()[1]}"], timeout=1)
+        assert time.monotonic() - started < 1.5
+        assert answer.error == "timed out after 1s"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
 
 
 def test_a_server_that_never_answers_times_out(web):
@@ -577,6 +597,19 @@ def test_odd_documents_never_crash_the_report():
         assert "<script" not in json.dumps(fleet_render.slack_summary(summary))
 
 
+def test_every_document_that_keeps_to_the_contract_is_readable():
+    """The reader's check walks the contract's own schema (agent.cicd_shape): whatever keeps to
+    the contract is read, and the check never raises on what does not."""
+    kept = 0
+    for doc in fuzzed_docs(600, seed=11):
+        problem = shape_problem(doc)
+        if not validate_ci_cd(doc):
+            kept += 1
+            assert problem is None, (problem, doc)
+    assert kept > 20  # the fuzzing left some documents whole enough to matter
+    assert shape_problem(site_doc("a", "1.3.22")) is None
+
+
 def test_a_site_with_nothing_live_in_a_release_group_is_behind():
     doc = site_doc("new", "1.3.22")
     fresh = {**site_doc("fresh", "1.3.22"), "current": None, "deploys": []}
@@ -714,45 +747,6 @@ def test_slack_summary_of_a_healthy_fleet():
     assert ":white_check_mark:" in message["text"]
     assert "Nothing needs a look." in json.dumps(message)
     assert "Full report" not in json.dumps(message)
-
-
-# --------------------------------------------------------------------------- site lists
-
-
-def test_read_sites_from_config_and_file(tmp_path):
-    sites_file = tmp_path / "sites.txt"
-    sites_file.write_text(
-        "# prod sites\n"
-        "https://a.website.com\n"
-        "\n"
-        "   https://b.website.com/   # the big one\n"
-        "https://a.website.com/\n"
-        "https://c.website.com/content/files/ci-cd.json\n"
-        "  # https://commented.website.com\n"
-    )
-    config = FleetConfig(sites=("https://z.website.com", "https://b.website.com"),
-                         sites_file=sites_file)
-    assert fleet_fetch.read_sites(config) == [
-        "https://z.website.com", "https://b.website.com", "https://a.website.com",
-        "https://c.website.com/content/files/ci-cd.json"]
-    assert fleet_fetch.read_sites(FleetConfig()) == []
-
-
-def test_read_sites_reports_bad_lines_and_unreadable_files(tmp_path):
-    sites_file = tmp_path / "sites.txt"
-    sites_file.write_text("https://a.website.com\nwww.b.website.com\nftp://c\n")
-    with pytest.raises(ConfigError) as info:
-        fleet_fetch.read_sites(FleetConfig(sites_file=sites_file))
-    assert info.value.problems == [
-        f'{sites_file}:2: "www.b.website.com": expected an http(s) URL with a host, '
-        "e.g. https://a.website.com",
-        f'{sites_file}:3: "ftp://c": expected an http(s) URL with a host, '
-        "e.g. https://a.website.com",
-    ]
-    missing = tmp_path / "nope.txt"
-    with pytest.raises(ConfigError) as info:
-        fleet_fetch.read_sites(FleetConfig(sites_file=missing))
-    assert str(missing) in str(info.value) and "No such file" in str(info.value)
 
 
 # --------------------------------------------------------------------------- a real run

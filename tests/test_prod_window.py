@@ -116,22 +116,22 @@ def test_an_older_release_does_not_replace_a_newer_live_one(prod, git_remote):
     assert prod.get("/") == (200, page("B2 1.3"))
 
 
-def test_spread_offset_is_stable_per_host_and_spreads_a_fleet(monkeypatch):
+def test_spread_offset_is_stable_per_host_and_spreads_a_fleet():
     from datetime import time, timedelta
 
     from agent.config import WindowConfig
-    from agent.cycle import spread_offset
+    from agent.window import spread_offset
 
     window = WindowConfig(time(3, 30), 60, "Europe/Paris", spread_minutes=30)
     offsets = set()
     for n in range(40):
-        monkeypatch.setattr("socket.gethostname", lambda n=n: f"prod-bento-{n:03d}")
-        first, again = spread_offset(window), spread_offset(window)
+        host = f"prod-bento-{n:03d}"
+        first, again = spread_offset(window, host), spread_offset(window, host)
         assert first == again
         assert timedelta(0) <= first < timedelta(minutes=30)
         offsets.add(first)
     assert len(offsets) > 10
-    assert spread_offset(WindowConfig(time(3, 30), 60, None)) == timedelta(0)
+    assert spread_offset(WindowConfig(time(3, 30), 60, None), "prod-bento-001") == timedelta(0)
 
 
 def test_the_service_deploys_when_the_window_opens_even_with_a_slow_poll(prod, git_remote):

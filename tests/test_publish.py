@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import atomic, publish, redact
+from agent import atomic, pages, publish, redact
 from agent.atomic import write_atomic, write_json_atomic
 from agent.models import OUTCOMES, DeployRecord
 from agent.publish import FILES, SCHEMA, build_document, render_html, render_txt
+from tests.contract_schema import validate_ci_cd
 
 SHA_A = "a1b2c3d" + "0" * 33
 SHA_B = "b2c3d4e" + "1" * 33
@@ -25,7 +26,6 @@ SHA_E = "e4f5a6b" + "4" * 33
 CANARY = "CANARYSECRET42"
 UTC = timezone.utc
 PARIS = timezone(timedelta(hours=1))
-HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 @pytest.fixture(autouse=True)
@@ -89,73 +89,9 @@ def make_doc(**kw) -> dict:
 # --------------------------------------------------------------------------- contract shape
 
 
-def _iso(value) -> datetime:
-    assert isinstance(value, str), value
-    # Python 3.10's fromisoformat does not read a "Z" suffix
-    dt = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    assert dt.tzinfo is not None and dt.utcoffset() is not None, f"no offset: {value}"
-    return dt
-
-
-def _sha(value, nullable=False):
-    if nullable and value is None:
-        return
-    assert isinstance(value, str) and HEX40.fullmatch(value), value
-
-
-def _str_or_none(value):
-    assert value is None or isinstance(value, str), value
-
-
 def validate(doc: dict) -> None:
     """The ci-cd.json shape of contract.md (extensions allowed)."""
-    assert doc["schema"] == 1
-    assert isinstance(doc["site"], str) and doc["site"]
-    assert isinstance(doc["flag"], str) and doc["flag"]
-    _iso(doc["updated_at"])
-
-    cur = doc["current"]
-    if cur is not None:
-        assert isinstance(cur, dict)
-        assert isinstance(cur["branch"], str)
-        _sha(cur["commit"])
-        _str_or_none(cur["version"])
-        _iso(cur["since"])
-
-    pend = doc["pending"]
-    if pend is not None:
-        assert isinstance(pend, dict)
-        assert isinstance(pend["branch"], str)
-        _sha(pend["commit"])
-        assert isinstance(pend["reason"], str)
-
-    deploys = doc["deploys"]
-    assert isinstance(deploys, list)
-    finished = []
-    for d in deploys:
-        assert isinstance(d, dict)
-        assert isinstance(d["trigger"], str)
-        assert isinstance(d["branch"], str)
-        _str_or_none(d["version"])
-        _sha(d["commit"])
-        _sha(d["previous_commit"], nullable=True)
-        assert d["outcome"] in ("deployed", "rolled_back", "failed")
-        _iso(d["started_at"])
-        finished.append(_iso(d["finished_at"]))
-        assert isinstance(d["cards"], list) and all(isinstance(c, str) for c in d["cards"])
-        assert isinstance(d["uncarded_commits"], list)
-        for u in d["uncarded_commits"]:
-            _sha(u)
-        assert isinstance(d["checks"], list)
-        for c in d["checks"]:
-            assert isinstance(c["name"], str)
-            assert isinstance(c["url"], str)
-            assert isinstance(c["ok"], bool)
-            assert c["status"] is None or (isinstance(c["status"], int)
-                                           and not isinstance(c["status"], bool))
-            assert isinstance(c["ms"], int) and not isinstance(c["ms"], bool)
-        _str_or_none(d["error"])
-    assert finished == sorted(finished, reverse=True), "deploys must be newest first"
+    assert validate_ci_cd(doc) == []
 
 
 # --------------------------------------------------------------------------- build_document
@@ -249,13 +185,13 @@ def test_publish_existing_directory_kept(tmp_path):
 
 def test_publish_order_txt_html_json(tmp_path, monkeypatch):
     order = []
-    real = publish.write_atomic
+    real = pages.write_atomic
 
     def spy(path, data, mode=0o644):
         order.append(Path(path).name)
         real(path, data, mode)
 
-    monkeypatch.setattr(publish, "write_atomic", spy)
+    monkeypatch.setattr(pages, "write_atomic", spy)
     publish.publish(tmp_path, make_doc())
     assert order == list(FILES)
 

@@ -149,6 +149,11 @@ class StandInAgent:
     def report_problem(self, kind: str, message: str) -> None:
         self.problems.append((kind, message))
 
+    def window_offset(self):
+        from datetime import timedelta
+
+        return timedelta(0)
+
 
 def stop_the_service() -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # run_service's own handler: stop after this step

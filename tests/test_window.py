@@ -155,10 +155,23 @@ def tz_env(monkeypatch):
 
 
 def test_no_timezone_uses_the_host_zone(tz_env):
-    hostwin = WindowConfig(start=time(3, 30), minutes=60, timezone=None)
     tz_env("Asia/Tokyo")  # 03:30 in Tokyo is 18:30 UTC the day before
+    hostwin = WindowConfig(start=time(3, 30), minutes=60, timezone=None)
     assert decide(hostwin, utc(2026, 6, 1, 18, 45)).open
     assert not decide(hostwin, utc(2026, 6, 2, 1, 45)).open
     tz_env("America/New_York")  # 03:30 EDT is 07:30 UTC
+    # The zone is resolved once, when the config loads: a config loaded now follows New York.
+    assert decide(hostwin, utc(2026, 6, 1, 18, 45)).open
+    hostwin = WindowConfig(start=time(3, 30), minutes=60, timezone=None)
     assert decide(hostwin, utc(2026, 6, 2, 7, 45)).open
     assert not decide(hostwin, utc(2026, 6, 1, 18, 45)).open
+
+
+def test_the_zone_files_are_read_once_when_the_config_loads(monkeypatch):
+    import agent.window
+
+    window = WindowConfig(start=time(3, 30), minutes=60, timezone="Europe/Paris")
+    monkeypatch.setattr(agent.window, "ZoneInfo", None)  # any lookup now would fail
+    monkeypatch.setattr(agent.window, "host_zone", None)
+    for hour in range(24):
+        decide(window, utc(2026, 10, 25, hour, 0))

@@ -27,27 +27,26 @@ One job per module, each using only those above it:
   plan.py       pure: options + config + host facts -> files, commands, notes
   apply.py      print the plan, or write its files and run its commands (agent.proc)
   credstore.py  the service's secrets as it sees them, for loading the config outside it
-  command.py    the command line: add_arguments, run_setup, main
+  options.py    the command line options (light: the CLI parser imports it every time)
+  command.py    run_setup and main
 """
 
-from agent.setup.apply import write_packaged_files
-from agent.setup.command import add_arguments, main, run_setup
-from agent.setup.credstore import credstore_view
-from agent.setup.layout import CREDENTIALS, SetupError
-from agent.setup.templates import (packaged_files, render_dropin, render_nginx_snippet,
-                                   render_polkit_rule, render_unit)
+import importlib
+from typing import Any
 
-__all__ = [
-    "CREDENTIALS",
-    "SetupError",
-    "add_arguments",
-    "credstore_view",
-    "main",
-    "packaged_files",
-    "render_dropin",
-    "render_nginx_snippet",
-    "render_polkit_rule",
-    "render_unit",
-    "run_setup",
-    "write_packaged_files",
-]
+# Names other modules use, and the module that holds each: imported on first use (PEP 562),
+# so `import agent.setup.options` (the CLI's parser) does not load the whole package.
+_EXPORTS = {
+    "CREDENTIALS": "layout", "SetupError": "layout", "add_arguments": "options",
+    "credstore_view": "credstore", "main": "command", "run_setup": "command",
+    "packaged_files": "templates", "render_dropin": "templates",
+    "render_nginx_snippet": "templates", "render_polkit_rule": "templates",
+    "render_unit": "templates", "write_packaged_files": "apply",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'agent.setup' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"agent.setup.{_EXPORTS[name]}"), name)

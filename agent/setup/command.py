@@ -16,29 +16,10 @@ from agent.setup import host
 from agent.setup.apply import apply
 from agent.setup.credstore import credstore_view
 from agent.setup.layout import DEFAULT_GHOST_GROUP, SetupError
+from agent.setup.options import add_arguments  # noqa: F401 - re-exported
 from agent.setup.plan import Options, make_plan
 
 _GROUP_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `ghost-agent setup` (cli.py adds the subcommand; --config is global)."""
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print every file and command, write and run nothing")
-    parser.add_argument("--root", metavar="DIR", default="/",
-                        help="write under DIR instead of / and run nothing (packaging, tests)")
-    parser.add_argument("--ghost-group", metavar="GROUP", default=None,
-                        help="Ghost's group, which the agent joins to write into Ghost's "
-                             "content directory (default: the one of an earlier setup, else "
-                             f"{DEFAULT_GHOST_GROUP}, Ghost-CLI's); '' for none")
-    parser.add_argument("--unit-only", action="store_true",
-                        help="only the unit, ghost-agentctl and sysusers file (no config "
-                             "needed); no polkit rule, drop-in or nginx snippet")
-    parser.add_argument("--exec", dest="exec_path", metavar="PATH", default=None,
-                        help="the installed ghost-agent for ExecStart= (pip installs; "
-                             "default: this one)")
-    parser.add_argument("--layout", choices=("auto", "deb", "pip"), default="auto",
-                        help=argparse.SUPPRESS)
 
 
 def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:

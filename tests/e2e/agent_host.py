@@ -23,11 +23,10 @@ Each test gets a fresh *site* (Lab.new_site): a Ghost 5.130.4 site laid out like
 (content outside the code, SQLite), run as ghost_<name>.service on 127.0.0.1:2368 of the guest's
 network; its theme repository (Casper with a footer line, tests/e2e/ghost.make_theme) in a bare
 git repository; the theme `acme` installed by hand and activated once (settings table, then
-Ghost started) before the agent takes over. By default content/themes/acme is already a symlink
-to that hand-installed directory (<site>/acme-hand-installed, outside content/): the agent
-switches the link from its first deploy on, and rolls back to the hand-installed theme if the
-first release fails. With adopt=True it is a plain directory that the agent must adopt as its
-first release (see test_e2e_dev1.py for why that is not the default).
+Ghost started) before the agent takes over. By default content/themes/acme is a plain directory
+that the agent adopts as its first release (and rolls back to if the first release fails).
+With adopt=False it is a symlink to a directory outside releases_dir
+(<site>/acme-hand-installed), which the agent refuses to replace: it names the link instead.
 
 Everything the tests assert is read through what Ghost serves (the home page, the ci-cd files
 under /content/files/), systemd (systemctl show/status, the journal) and the Slack stand-in.
@@ -585,7 +584,10 @@ class Site:
 
     @property
     def hand_installed(self) -> Path:
-        """The theme installed by hand, outside content/ (the live symlink's first target)."""
+        """The theme installed by hand: content/themes/acme itself (adopt, the default), or the
+        directory outside content/ that the live symlink points at (adopt=False)."""
+        if self.settings.get("adopt", True):
+            return self.theme_dir
         return self.dir / "site" / f"{THEME}-hand-installed"
 
     @property
@@ -602,7 +604,7 @@ class Site:
                                port=GHOST_PORT, theme_name=THEME)
         shutil.copy2(kit.template_db, self.site["db"])
         # The theme installed by hand, activated once before the agent takes over.
-        if self.settings.get("adopt"):
+        if self.settings.get("adopt", True):
             kit.write_theme(self.theme_dir, self.footer(0))
         else:
             kit.write_theme(self.hand_installed, self.footer(0))
@@ -637,7 +639,7 @@ class Site:
 
     def config_text(self, **over: Any) -> str:
         s = {"poll_seconds": POLL_SECONDS, "verify_seconds": VERIFY_SECONDS, "build": "[]",
-             "keep": 5, "window": "", "extra": "", "slack": True, "adopt": False,
+             "keep": 5, "window": "", "extra": "", "slack": True, "adopt": True,
              **self.settings, **over}
         ssh_key = f'ssh_key = "{self.lab.deploy_key}"\n' if self.transport == "ssh" else ""
         from_file = "" if self.lab.agent_user != "root" else \

@@ -317,3 +317,16 @@ def test_e2e_config_error_fails_once_and_says_why(make_site: MakeSite) -> None:
     assert site.theme_dir.resolve() == site.hand_installed
     assert not site.state_dir.joinpath("state.json").exists()
 
+
+
+def test_e2e_a_live_link_out_of_the_releases_is_named_not_replaced(make_site: MakeSite) -> None:
+    """content/themes/acme links to a directory the agent did not make: the first deploy is
+    one `failed` record at the switch step naming the link, and the site stays as it was."""
+    site = make_site("dev1", adopt=False)
+    site.start_agent()
+    pushed = site.push("dev1", "dev1 footer B330 refused", "B330: over a foreign link")
+    record = site.wait_record(pushed.sha, timeout=30)
+    assert (record["outcome"], record["step"]) == ("failed", "switch"), record
+    assert "outside" in record["error"]
+    assert site.theme_dir.resolve() == site.hand_installed
+    assert site.footer_shown() == site.footer(0)
