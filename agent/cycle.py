@@ -94,6 +94,8 @@ class Agent:
         with self.store:
             state = self._load()
             loaded = state.to_dict()
+            if trigger == "webhook":
+                state.last_webhook_at = clock.iso(self.now())  # shown by `status`
             recovered = self._recover(state)
             self._catch_up(state)
             self._heal_live(state)

@@ -128,8 +128,8 @@ class _Service:
     def status(self, text: str) -> None:
         notify(f"STATUS={text}{self.status_note}")
 
-    def poll(self) -> None:
-        self.guarded("poll", self._poll, self.budget)
+    def poll(self, trigger: str = "poll") -> None:
+        self.guarded("poll", functools.partial(self._poll, trigger), self.budget)
 
     def guarded(self, name: str, job: Callable[[], None], budget: float) -> None:
         """Run one job within `budget` seconds of watchdog credit. An exception that is not a
@@ -151,9 +151,10 @@ class _Service:
             except Exception as again:  # noqa: BLE001 - the report must not stop us either
                 log.warning("could not record that error: %s", one_line(again))
 
-    def _poll(self) -> None:
+    def _poll(self, trigger: str = "poll") -> None:
         try:
-            outcome = self.agent.once()  # it logs what it did
+            # it logs what it did; "webhook": a deploy it leads to says so
+            outcome = self.agent.once(trigger) if trigger != "poll" else self.agent.once()
             self.status(outcome.message)
         except Interrupted as exc:
             log.info("%s", exc.message)
@@ -222,6 +223,11 @@ def run_service(config: Config, agent: Agent | None = None,
     and polls at once. `agent` replaces the one built from `config` (tests).
     """
     stop, reload, wake = threading.Event(), threading.Event(), threading.Event()
+    pushed = threading.Event()  # a valid webhook call came in: poll at once (coalesced)
+
+    def on_push(_forge: str) -> None:
+        pushed.set()
+        wake.set()
 
     def on_stop(signum: int, _frame: object) -> None:
         log.info("%s received; stopping after the current step", signal.Signals(signum).name)
@@ -239,6 +245,7 @@ def run_service(config: Config, agent: Agent | None = None,
     heartbeat = Heartbeat(watchdog_interval()).start()
     service = _Service(config, agent or Agent.from_config(config, stop_requested=stop.is_set),
                        heartbeat)
+    hook = _start_webhook(config, on_push)
     notify("READY=1")
     service.announce()
     service.poll()
@@ -254,8 +261,44 @@ def run_service(config: Config, agent: Agent | None = None,
         if reload.is_set():
             reload.clear()
             service = _reload(service, path, stop)
+            if _webhook_settings(service.config) != _webhook_settings(config):
+                _stop_webhook(hook)
+                config, hook = service.config, _start_webhook(service.config, on_push)
+        if pushed.is_set():
+            pushed.clear()  # calls that come while this poll runs make one more poll
+            service.poll("webhook")
         service.timers.run_due()
+    _stop_webhook(hook)
     notify("STOPPING=1")
     heartbeat.stop()
     log.info("stopped")
     return 0
+
+
+def _webhook_settings(config: Config) -> tuple | None:
+    hook = getattr(config, "webhook", None)
+    return None if hook is None else (hook.listen_host, hook.listen_port, hook.path,
+                                      hook.secret, hook.rate_per_minute)
+
+
+def _start_webhook(config: Config, on_push: Callable[[str], None]):
+    """The [webhook] listener, or None. A port that cannot be had is logged and the service
+    goes on polling: the webhook only makes deploys sooner."""
+    hook = getattr(config, "webhook", None)
+    if hook is None:
+        return None
+    from agent.webhook import WebhookListener
+
+    try:
+        return WebhookListener(hook.listen_host, hook.listen_port, hook.path, hook.secret,
+                               on_push, rate_per_minute=hook.rate_per_minute).start()
+    except OSError as exc:
+        log.error("webhook: cannot listen on %s:%d (%s); polling goes on every %gs",
+                  hook.listen_host, hook.listen_port, exc.strerror or exc,
+                  config.git.poll_seconds)
+        return None
+
+
+def _stop_webhook(hook) -> None:
+    if hook is not None:
+        hook.stop()

@@ -49,6 +49,7 @@ class State:
     retry: Retry | None = None  # a commit that met a host fault
     unpublished: bool = False  # the ci-cd files lag behind the history (a kill, a full disk)
     unannounced: list[str] = field(default_factory=list)  # keys of records not yet notified
+    last_webhook_at: str | None = None  # the newest accepted webhook call (ISO time)
 
     @property
     def current(self) -> Release | None:
@@ -84,6 +85,7 @@ class State:
             "retry": stored(self.retry),
             "unpublished": self.unpublished,
             "unannounced": self.unannounced,
+            "last_webhook_at": self.last_webhook_at,
         }
 
     @classmethod
@@ -108,6 +110,7 @@ class State:
             retry=Retry.from_dict(data.get("retry")),
             unpublished=bool(data.get("unpublished")),
             unannounced=list(data.get("unannounced") or []),
+            last_webhook_at=data.get("last_webhook_at"),
         )
 
 

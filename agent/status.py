@@ -41,6 +41,7 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "problem_kind": state.problem_kind,
         "problems": state.problems,
         "retry": _stored(state.retry),
+        "last_webhook_at": state.last_webhook_at,
         "notify_problem": notifiers.from_config(config).problem(),
     }
 
@@ -91,6 +92,8 @@ def render_status(info: dict[str, Any]) -> str:
         retry = info["retry"]
         lines.append(f"retry:    {retry['commit'][:7]} again at {retry.get('next_at')} "
                      f"(attempt {retry.get('attempts')} met a host fault)")
+    if info.get("last_webhook_at"):
+        lines.append(f"webhook:  last accepted call at {info['last_webhook_at']}")
     if info["notify_problem"]:
         lines.append(f"notify:   {info['notify_problem']}")
     return "\n".join(lines)
