@@ -92,8 +92,9 @@ def make_plan(options: Options, config: Config | None, config_file: Path | None,
                                       why=f"restart of {config.ghost.unit}, nothing else"))
         if host.nginx:
             plan.files.append(PlannedFile(NGINX_PATH,
-                                          render_nginx_snippet(config.site.ci_cd_dir,
-                                                               config_file),
+                                          render_nginx_snippet(
+                                              config.site.ci_cd_dir, config_file,
+                                              getattr(config, "webhook", None)),
                                           why="nginx: the ci-cd files, uncached"))
         else:
             plan.notes.append(f"no {NGINX_DIR}: the nginx snippet was not written (see "

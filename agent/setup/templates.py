@@ -226,12 +226,29 @@ location ~ ^/(?:content/files/)?(ci-cd\\.(?:txt|html|json))$ {{
     add_header Cache-Control "no-store" always;
     add_header X-Content-Type-Options "nosniff" always;
 }}
+{webhook}"""
+
+# [webhook]: push notifications from the forge reach the agent's listener through nginx.
+NGINX_WEBHOOK = """#
+# The webhook ([webhook] in agent.toml): the forge's push notifications, passed to the agent.
+location = {path} {{
+    proxy_pass http://{host}:{port};
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    client_max_body_size 1m;
+    proxy_read_timeout 10s;
+}}
+"""
+NGINX_NO_WEBHOOK = """#
+# With [webhook] in agent.toml, `ghost-agent setup` adds here a location that passes the
+# forge's push notifications (e.g. POST /ghost-agent/webhook) to the agent's listener.
 """
 
 
-def render_nginx_snippet(ci_cd_dir: Path, source: Path | None) -> str:
-    """The nginx location serving ci_cd_dir's ci-cd files uncached; source None: the
-    packaged example for Ghost-CLI's layout."""
+def render_nginx_snippet(ci_cd_dir: Path, source: Path | None, webhook=None) -> str:
+    """The nginx location serving ci_cd_dir's ci-cd files uncached, and with `webhook` (a
+    config.WebhookConfig) the location passing its path to the agent's listener; source
+    None: the packaged example for Ghost-CLI's layout."""
     directory = str(ci_cd_dir).rstrip("/") or "/"
     if not _NGINX_SAFE.fullmatch(directory):
         raise SetupError(f"[site] ci_cd_dir = {directory!r}: only letters, digits and ._/@+- "
@@ -242,7 +259,15 @@ def render_nginx_snippet(ci_cd_dir: Path, source: Path | None) -> str:
                   f"{NGINX_PATH}.\n")
     else:
         header = _header("#", source)
-    return NGINX_TEMPLATE.format(header=header, path=NGINX_PATH, ci_cd_dir=directory)
+    hook = NGINX_NO_WEBHOOK
+    if webhook is not None:
+        if not _NGINX_SAFE.fullmatch(webhook.path):
+            raise SetupError(f"[webhook] path = {webhook.path!r}: only letters, digits and "
+                             "._/@+- can go into the nginx snippet; write it by hand")
+        host = f"[{webhook.listen_host}]" if ":" in webhook.listen_host else webhook.listen_host
+        hook = NGINX_WEBHOOK.format(path=webhook.path, host=host, port=webhook.listen_port)
+    return NGINX_TEMPLATE.format(header=header, path=NGINX_PATH, ci_cd_dir=directory,
+                                 webhook=hook)
 
 
 CTL_TEMPLATE = """\
