@@ -828,3 +828,90 @@ def test_a_secret_is_masked_in_lines_written_before_it_was_read(tmp_path):
     text = set_key(MINIMAL, "site", "public_url", f'"{"x" * 70}{token}"')
     [line, _] = problems_of(write(tmp_path, text + f'[slack]\ntoken = "{token}"\n'))
     assert f'[site] public_url = "{"x" * 70}***"' in line
+
+
+# --------------------------------------------------------------------------- [webhook]
+
+WEBHOOK_SECRET = "whsecCANARY0123456789"
+
+
+def test_webhook_is_off_without_its_table(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).webhook is None
+
+
+def test_webhook_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + f'[webhook]\nsecret = "{WEBHOOK_SECRET}"\n'))
+    assert config.webhook == cfg.WebhookConfig(listen_host="127.0.0.1", listen_port=9302,
+                                               path="/ghost-agent/webhook",
+                                               secret=WEBHOOK_SECRET, rate_per_minute=60)
+    assert WEBHOOK_SECRET not in repr(config.webhook)
+    assert redact(f"signed with {WEBHOOK_SECRET}") == "signed with ***"
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("127.0.0.1:9400", "127.0.0.1", 9400), ("[::1]:9302", "::1", 9302),
+     ("0.0.0.0:80", "0.0.0.0", 80), ("localhost:65535", "localhost", 65535)],
+)
+def test_webhook_listen(tmp_path, listen, host, port):
+    text = MINIMAL + (f'[webhook]\nlisten = "{listen}"\npath = "/hooks/ghost"\n'
+                      f'secret = "{WEBHOOK_SECRET}"\nrate_per_minute = 5\n')
+    webhook = load_config(write(tmp_path, text)).webhook
+    assert (webhook.listen_host, webhook.listen_port) == (host, port)
+    assert (webhook.path, webhook.rate_per_minute) == ("/hooks/ghost", 5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("listen", '"127.0.0.1"', 'expected host:port, e.g. "127.0.0.1:9302" or "[::1]:9302"'),
+        ("listen", '"127.0.0.1:0"', "expected host:port"),
+        ("listen", '"127.0.0.1:65536"', "expected host:port"),
+        ("listen", '":9302"', "expected host:port"),
+        ("listen", '"::1:9302"', "expected host:port"),
+        ("listen", '"[nope]:9302"', "expected host:port"),
+        ("listen", '"http://127.0.0.1:9302"', "expected host:port"),
+        ("listen", '"127.0.0.1:٩٣٠٢"', "expected host:port"),
+        ("listen", "9302", "expected a string"),
+        ("path", '"ghost-agent/webhook"', "expected a URL path starting with /, without spaces, "
+         "? or #"),
+        ("path", '"/ghost agent"', "expected a URL path starting with /"),
+        ("path", '"/hook?x=1"', "expected a URL path starting with /"),
+        ("rate_per_minute", "0", "expected a whole number from 1 to 6000"),
+        ("rate_per_minute", '"60"', "expected a whole number from 1 to 6000"),
+    ],
+)
+def test_bad_webhook_values(tmp_path, key, value, expected):
+    base = MINIMAL + f'[webhook]\nsecret = "{WEBHOOK_SECRET}"\n'
+    assert f"[webhook] {key} = {value}: {expected}" in bad_value(tmp_path, "webhook", key,
+                                                                  value, base)
+
+
+@pytest.mark.parametrize("secret", ['"short-CANARY"', '"has a space CANARY0123"', "12345"])
+def test_a_bad_webhook_secret_is_not_echoed(tmp_path, secret):
+    line = bad_value(tmp_path, "webhook", "secret", secret, MINIMAL + "[webhook]\n")
+    assert '[webhook] secret = "***": expected ' in line
+    assert "CANARY" not in line and "12345" not in line
+
+
+def test_webhook_needs_a_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = write(tmp_path, MINIMAL + '[webhook]\nlisten = "127.0.0.1:9302"\nport = 1\n')
+    assert problems_of(path) == [
+        f"{path}: [webhook] secret: missing (set secret, secret_file, or the systemd credential "
+        "webhook-secret)",
+        f"{path}: [webhook] port: unknown key",
+    ]
+
+
+def test_webhook_that_is_not_a_table_is_not_echoed(tmp_path):
+    line = one_problem(tmp_path, f'webhook = "{WEBHOOK_SECRET}"\n' + MINIMAL)
+    assert line.endswith('webhook = "***": expected a [webhook] table')
+
+
+def test_unknown_keys_are_reported_in_the_order_of_the_file(tmp_path):
+    text = set_key(set_key(set_key(MINIMAL, "site", "zeta", "1"), "site", "alpha", "1"), "site",
+                   "mid", "1")
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}: [site] {name}: unknown key"
+                                 for name in ("mid", "alpha", "zeta")]

@@ -65,6 +65,8 @@ def base_document() -> dict:
                         "healthy_share": 0.5}
     doc["fleet"] = {"sites": ["https://a.website.com"], "out_dir": "/srv/fleet", "at": "05:00",
                     "timezone": "UTC", "slack": True, "report_url": "https://fleet.example.com"}
+    doc["webhook"] = {"listen": "127.0.0.1:9302", "path": "/ghost-agent/webhook",
+                      "secret": "s3cret-0123456789abcdef", "rate_per_minute": 60}
     doc["git"]["credentials"] = "deploy:t0ken"
     doc["git"]["remote"] = "https://git.example.com/acme/site.git"
     return doc
@@ -73,10 +75,12 @@ def base_document() -> dict:
 BASE = base_document()
 SECRET_KEYS = {"slack": ["webhook_url", "token", "webhook_url_file", "token_file"],
                "trello": ["key", "token", "key_file", "token_file"],
-               "git": ["credentials", "credentials_file"]}
+               "git": ["credentials", "credentials_file"],
+               "webhook": ["secret", "secret_file"]}
 KNOWN_KEYS = sorted({key for table in BASE.values() if isinstance(table, dict) for key in table}
                     | {"webhook_url_file", "token_file", "channel", "api_url", "ssh_key",
-                       "credentials_file", "key_file", "journal_tail", "board_url"})
+                       "credentials_file", "key_file", "journal_tail", "board_url",
+                       "secret_file"})
 TABLE_NAMES = [*BASE, "publish", "windows", "extra", "site.x", ""]
 
 
@@ -138,6 +142,7 @@ JUNK = [
     "(" * 300 + ")" * 300, "\ufeff", "\u2028", "\x85", "\u202e", "\x00", "é", "\U0001f4a5",
     "git@github.com:acme/site.git", "ssh://git@[::1/x", "file:///srv/site.git",
     "https://hooks.slack.com/services/T/B/X", "xoxb-1", "#c", "ghost.service", "-ghost",
+    "127.0.0.1:9302", "[::1]:9302", "[::1", "::1:80", "h:0", "h:65536", "/ghost-agent/webhook",
 ]
 HUGE_STRINGS = ["a" * 50_000, "/" + "a/" * 10_000, "https://" + "a" * 20_000,
                 "{" * 5_000, "\u2028" * 5_000, "a://" * 5_000]

@@ -224,3 +224,37 @@ def test_a_remote_with_credentials_and_a_bad_host_is_one_line_without_them(tmp_p
     [line] = err.value.problems
     assert line.endswith('[git] remote = "https://***@[::1/site.git": expected a git URL with a '
                          "valid host and port, or a path")
+
+
+def test_webhook_secret_from_a_file_or_a_systemd_credential(tmp_path, monkeypatch):
+    secret = tmp_path / "webhook-secret"
+    secret.write_text("FILECANARY14-0123456789\n")
+    config = load_config(write(tmp_path, f'[webhook]\nsecret_file = "{secret}"\n'))
+    assert config.webhook.secret == "FILECANARY14-0123456789"
+    assert "FILECANARY14" not in redact_module.redact("bad call: FILECANARY14-0123456789")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "webhook-secret").write_text("CREDCANARY15-0123456789")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    config = load_config(write(tmp_path, '[webhook]\nlisten = "127.0.0.1:9400"\n'))
+    assert (config.webhook.secret, config.webhook.listen_port) == ("CREDCANARY15-0123456789",
+                                                                    9400)
+    assert config.warnings == ()
+
+
+def test_a_bad_webhook_secret_file_names_the_file_not_the_secret(tmp_path):
+    secret = tmp_path / "webhook-secret"
+    secret.write_text("SHORTCANARY16\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f'[webhook]\nsecret_file = "{secret}"\n'))
+    [line] = err.value.problems
+    assert line.endswith(f'[webhook] secret = "***" (from "{secret}"): expected at least 16 '
+                         "characters without spaces, e.g. from `openssl rand -hex 32`")
+    assert "SHORTCANARY16" not in line
+
+
+def test_an_inline_webhook_secret_in_a_world_readable_file_is_warned_about(tmp_path):
+    config = load_config(write(tmp_path, '[webhook]\nsecret = "WARNCANARY17-0123456789"\n',
+                               mode=0o644))
+    [warning] = config.warnings
+    assert "[webhook] secret holds a secret" in warning and "CANARY17" not in warning

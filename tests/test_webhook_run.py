@@ -55,13 +55,16 @@ def test_a_signed_call_deploys_a_push_at_once(host, git_remote, tmp_path):
     first = git_remote.commit_and_push("dev1", {"index.html": page("B1 one")}, "B101: one")
     agent = host.start("run")
     try:
-        wait_for(lambda: host.get("/") == (200, page("B1 one")), 30, "the first poll's deploy")
+        wait_for(lambda: (host.content / "files" / "ci-cd.json").exists(), 30,
+                 "the first poll's deploy")
         wait_for(listening(port), 10, "the webhook listener")
         second = git_remote.commit_and_push("dev1", {"index.html": page("B2 two")}, "B102: two")
         assert call(port, secret="wrong") == 401
         statuses = [call(port) for _ in range(50)]  # a burst: one or two polls
         assert set(statuses) <= {202, 429} and 202 in statuses
-        wait_for(lambda: host.get("/") == (200, page("B2 two")), 15, "the webhook's deploy")
+        wait_for(lambda: host.ci_cd()["deploys"][0]["commit"] == second, 15,
+                 "the webhook's deploy")
+        assert host.get("/") == (200, page("B2 two"))
         record = host.ci_cd()["deploys"][0]
         assert (record["commit"], record["trigger"]) == (second, "webhook")
         status = host.run("status", "--json")
