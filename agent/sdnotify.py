@@ -19,12 +19,21 @@ def notify(message: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace socket
+    deadline = time.monotonic() + SEND_TIMEOUT
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(SEND_TIMEOUT)
+            # Non-blocking, with our own deadline: a socket timeout does not bound a send to
+            # a full datagram queue on every Python we support (3.10 waited forever).
+            sock.setblocking(False)
             sock.connect(address)
-            sock.sendall(message.encode())
-        return True
+            while True:
+                try:
+                    sock.send(message.encode())
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(0.005)
     except OSError:
         return False
 
