@@ -101,7 +101,10 @@ class _JournalFormatter(logging.Formatter):
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script. Returns the exit status (see errors.py); never a bare traceback:
     a known error is one line, anything else is one line and 70 (the traceback with --debug)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # --help and usage errors print here
+    except BrokenPipeError:
+        return _reader_went_away()
     setup_logging(args.debug)
     try:
         return _dispatch(args)
