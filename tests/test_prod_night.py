@@ -4,6 +4,8 @@ how every site fared."""
 
 from __future__ import annotations
 
+import re
+
 import json
 import subprocess
 
@@ -67,7 +69,8 @@ def test_a_night_of_prod(tmp_path, git_remote, make_host, slack):
     assert waiting.returncode == 0
     reason = bento.ci_cd()["pending"]["reason"]
     assert reason.startswith("canary: 0 of 1 sites healthy on 1-3-22 (need 1)")
-    assert "baking (59 min left)" in reason
+    # 59 when the canary's deploy ended within its first second, 60 on a slower machine
+    assert re.search(r"baking \((59|60) min left\)", reason), reason
 
     # 04:35: baked for an hour: bento deploys. bento-2 was down all night.
     assert at(bento, "2026-11-28 04:35:00", "once").returncode == 0
