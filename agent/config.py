@@ -242,7 +242,8 @@ class WebhookConfig:
     path: str = key(v.url_path, "the URL path it answers", default="/ghost-agent/webhook")
     secret: str = key(v.webhook_secret, "the shared secret, 16 characters or more",
                       credential="webhook-secret", example="change-me-to-32-random-characters")
-    rate_per_minute: int = key(v.whole(1, 6000), "calls answered per minute; more get 429",
+    rate_per_minute: int = key(v.whole(1, 6000),
+                               "signed calls a minute that make a poll; more get 429",
                                default=60)
 
 

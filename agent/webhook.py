@@ -9,8 +9,8 @@ usual (as Flux's Receiver does). Signatures are compared in constant time (hmac.
   X-Gitlab-Token: <secret>                                      GitLab
 
 Answers: 202 queued; 401 missing or bad signature (no hint which); 404 another path; 405 another
-method; 411 no length; 413 a body over MAX_BODY (not read); 429 over the rate limit; 503 too
-many connections at once. A client slower than `read_timeout` seconds is cut off. Nothing a
+method; 411 no length; 413 a body over MAX_BODY (not read); 429 a signed call over the rate
+limit (unsigned calls never use it up); 503 too many connections at once. A client slower than `read_timeout` seconds is cut off. Nothing a
 caller sends stops the listener; the secret is never logged. The standard library's
 http.server is enough here: one endpoint, small bodies, a bounded number of threads.
 """
@@ -191,14 +191,16 @@ def _handler_for(listener: WebhookListener) -> type[BaseHTTPRequestHandler]:
                 return self._answer(411, "a Content-Length is needed")
             if len(length.strip()) > 12 or int(length) > MAX_BODY:
                 return self._answer(413, f"the body is over {MAX_BODY} bytes")
-            if not listener.rate.allow():
-                return self._answer(429, "too many calls; the regular poll goes on")
             body = self.rfile.read(int(length))
             if len(body) != int(length):
                 return self._answer(400, "the body ended early")
             forge = signed_by(self.headers, body, listener.secret)
             if forge is None:
                 return self._answer(401, "unauthorized")
+            # Only signed calls count against the limit: a flood of unsigned ones (bounded by
+            # MAX_CONNECTIONS and the read timeout) cannot push the forge's calls out.
+            if not listener.rate.allow():
+                return self._answer(429, "too many calls; the regular poll goes on")
             listener.last_accepted = {"at": time.time(), "forge": forge}
             listener.on_call(forge)
             return self._answer(202, "a poll is queued")

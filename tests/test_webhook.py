@@ -109,6 +109,22 @@ def test_over_the_rate_limit_is_429():
     assert len(calls) == 3
 
 
+def test_unsigned_calls_do_not_use_up_the_rate_limit():
+    """A flood of unsigned or badly signed calls is answered 401 and leaves the limit to the
+    forge's own calls."""
+    calls: list[str] = []
+    hook = WebhookListener("127.0.0.1", 0, PATH, SECRET, calls.append, rate_per_minute=2).start()
+    try:
+        flood = [post(hook, headers)[0] for headers in
+                 [{}, {"X-Gitlab-Token": "wrong-secret-of-16+"}] * 10]
+        signed = [post(hook, {"X-Gitlab-Token": SECRET})[0] for _ in range(3)]
+    finally:
+        hook.stop()
+    assert flood == [401] * 20
+    assert signed == [202, 202, 429]
+    assert len(calls) == 2
+
+
 def test_the_rate_limit_refills_with_time():
     now = [0.0]
     limit = RateLimit(60, clock=lambda: now[0])
