@@ -21,12 +21,15 @@ import pytest
 from tests.e2e.guest import Guest, guest_supported
 
 _E2E_DIR = Path(__file__).resolve().parent
+E2E_TIMEOUT = 1800  # seconds, per test (the fast tier's is in pyproject.toml)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+            # the first test to need Ghost builds it (about 5 minutes cold, more under load)
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
