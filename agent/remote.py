@@ -151,10 +151,6 @@ class RemoteCache:
                 return text
         return None
 
-    def is_ancestor(self, old: str, new: str) -> bool:
-        status, _, _ = self._exec(["merge-base", "--is-ancestor", old, new])
-        return status == 0
-
     def log(self, new: str, old: str | None) -> tuple[list[tuple[str, int, str]], bool]:
         """Commits a release brings: [(sha, parent count, message)], newest first.
 
@@ -165,17 +161,16 @@ class RemoteCache:
         """
         rewritten = False
         rev_range = [new]
-        if old and self.has_commit(old):
-            if self.is_ancestor(old, new):
-                rev_range = [f"{old}..{new}"]
+        if old:
+            # One merge-base answers all three questions: is `old` here (else it fails), is it
+            # an ancestor (the base is `old` itself), and where the histories part if not.
+            status, out, _ = self._exec(["merge-base", old, new])
+            base = out.decode("ascii", "replace").strip()
+            if status == 0 and _SHA.match(base):
+                rewritten = base != old
+                rev_range = [f"{base}..{new}"]
             else:
                 rewritten = True
-                status, base, _ = self._exec(["merge-base", old, new])
-                base_sha = base.decode("ascii", "replace").strip()
-                if status == 0 and base_sha:
-                    rev_range = [f"{base_sha}..{new}"]
-        elif old:
-            rewritten = True
         out = self._run(["log", f"--max-count={MAX_LOG}", "--format=%H %P%x00%B%x1e",
                          *rev_range, "--"], DeployError, "cannot read the commit log")
         commits = []

@@ -86,15 +86,17 @@ def outside_links(root: Path) -> list[tuple[bytes, bytes]]:
     """(path relative to root, link target) of every symlink that leads outside root."""
     base = os.fsencode(root)
     found = []
-    for directory, dirnames, filenames in os.walk(base):  # never follows links
-        for name in sorted([*dirnames, *filenames]):
-            full = os.path.join(directory, name)
-            if not stat.S_ISLNK(os.lstat(full).st_mode):
-                continue
-            rel = os.path.relpath(full, base)
-            target = os.readlink(full)
-            if _leads_out(base, rel.split(b"/")[:-1], target):
-                found.append((rel, target))
+    pending = [base]
+    while pending:  # never follows links; one scandir per directory, no lstat per file
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    rel = os.path.relpath(entry.path, base)
+                    target = os.readlink(entry.path)
+                    if _leads_out(base, rel.split(b"/")[:-1], target):
+                        found.append((rel, target))
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
     return sorted(found)
 
 
