@@ -10,9 +10,10 @@ usual (as Flux's Receiver does). Signatures are compared in constant time (hmac.
 
 Answers: 202 queued; 401 missing or bad signature (no hint which); 404 another path; 405 another
 method; 411 no length; 413 a body over MAX_BODY (not read); 429 a signed call over the rate
-limit (unsigned calls never use it up); 503 too many connections at once. A client slower than `read_timeout` seconds is cut off. Nothing a
-caller sends stops the listener; the secret is never logged. The standard library's
-http.server is enough here: one endpoint, small bodies, a bounded number of threads.
+limit (unsigned calls never use it up); 503 too many connections at once. A client slower than
+`read_timeout` seconds is cut off. Nothing a caller sends stops the listener; the secret is
+never logged. The standard library's http.server is enough here: one endpoint, small bodies, a
+bounded number of threads.
 """
 
 from __future__ import annotations
