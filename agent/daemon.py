@@ -32,6 +32,10 @@ SPOOL_SECONDS = 5  # how often waiting notifications are offered to Slack again
 SPOOL_BUDGET = 20.0  # the longest one delivery round may take, in seconds
 WATCH_SECONDS = 15  # how often the window opening and the fleet report's time are looked at
 RELOAD_BUDGET = 60.0  # seconds to read the config again and build the new agent
+# Webhook polls start at least this far apart: the calls that come in between (a burst, a
+# forge's retries) make one more poll when the gap is over, so any burst up to that long makes
+# one or two polls.
+WEBHOOK_GAP = 5.0  # seconds
 
 
 def cycle_budget(config: Config) -> float:
@@ -249,12 +253,16 @@ def run_service(config: Config, agent: Agent | None = None,
     notify("READY=1")
     service.announce()
     service.poll()
+    next_webhook_poll = 0.0  # monotonic seconds: WEBHOOK_GAP after the last webhook poll
     while not stop.is_set():
         # Credit the watchdog only while the timers keep up: a loop that still wakes but no
         # longer runs its jobs must be restarted, not kept alive by its own pings.
         if service.timers.late_seconds() <= LATE_GRACE:
             heartbeat.expect(TICK * 3)
-        wake.wait(min(TICK, max(0.0, service.timers.idle_seconds())))
+        sleep = min(TICK, service.timers.idle_seconds())
+        if pushed.is_set():
+            sleep = min(sleep, next_webhook_poll - time.monotonic())
+        wake.wait(max(0.0, sleep))
         wake.clear()
         if stop.is_set():
             break
@@ -264,8 +272,9 @@ def run_service(config: Config, agent: Agent | None = None,
             if _webhook_settings(service.config) != _webhook_settings(config):
                 _stop_webhook(hook)
                 config, hook = service.config, _start_webhook(service.config, on_push)
-        if pushed.is_set():
-            pushed.clear()  # calls that come while this poll runs make one more poll
+        if pushed.is_set() and time.monotonic() >= next_webhook_poll:
+            pushed.clear()  # calls that come from now on make one more poll, after the gap
+            next_webhook_poll = time.monotonic() + WEBHOOK_GAP
             service.poll("webhook")
         service.timers.run_due()
     _stop_webhook(hook)

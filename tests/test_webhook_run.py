@@ -10,7 +10,9 @@ import http.client
 import json
 import signal
 import socket
+import time
 
+from agent.daemon import WEBHOOK_GAP
 from tests.agentsite import page, wait_for
 
 SECRET = "whsec-RUN-CANARY-5150"
@@ -77,3 +79,31 @@ def test_a_signed_call_deploys_a_push_at_once(host, git_remote, tmp_path):
     assert [d["commit"] for d in host.ci_cd()["deploys"]] == [second, first]
     everything = stderr + status.stdout + json.dumps(host.ci_cd()) + host.ci_cd_txt()
     assert SECRET not in everything
+
+
+def test_a_burst_longer_than_a_poll_makes_one_or_two_polls(host, git_remote, tmp_path):
+    """50 signed calls spread over 3 s (each poll takes a fraction of that): the first makes a
+    poll at once, the others wait out the gap together and make one more."""
+    port = free_port()
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET + "\n")
+    host.extra_config = (f'\n[webhook]\nlisten = "127.0.0.1:{port}"\n'
+                         f'secret_file = "{secret_file}"\n')
+    host.write_config(poll_seconds=3600)
+    git_remote.commit_and_push("dev1", {"index.html": page("B1 one")}, "B101: one")
+    agent = host.start("--debug", "run")
+    try:
+        wait_for(lambda: (host.content / "files" / "ci-cd.json").exists(), 30,
+                 "the first poll's deploy")
+        wait_for(listening(port), 10, "the webhook listener")
+        statuses = []
+        for _ in range(50):
+            statuses.append(call(port))
+            time.sleep(0.06)
+        time.sleep(WEBHOOK_GAP + 1.5)  # the poll after the gap has run
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+    assert statuses == [202] * 50
+    polls = [line for line in stderr.splitlines() if " ls-remote " in line]
+    assert len(polls) == 3, "\n".join(polls)  # the first poll's, then one or two for the burst
