@@ -37,6 +37,9 @@ PENDING_REASONS = ("waiting", "quarantined", "held", "canary", "retrying")
 # poll or two is only shown in `status`.
 ALERTED_KINDS = ("host", "internal", "publish", "live")
 _RELEASE_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-z]+$")  # releases.py names them so
+# An operator's command (deploy --ref, rollback, hold, release) waits this long for the step the
+# service is in (a poll, a deploy) to finish, instead of failing at once with exit 75.
+OPERATOR_LOCK_WAIT = 300  # seconds
 RETRY_MAX_SECONDS = 900  # the longest wait before a commit that met a host fault is retried
 
 
@@ -143,7 +146,7 @@ class Agent:
 
         When the commit is not the head the flag follows, that head is held back (like after
         a rollback) until its branch moves, so the next poll does not undo the operator."""
-        with self.store:
+        with self.store.waiting(OPERATOR_LOCK_WAIT):
             state = self._load()
             self._recover(state)
             self._catch_up(state)
@@ -169,7 +172,7 @@ class Agent:
 
     def rollback(self) -> Outcome:
         """Make the previous verified release live again: switch, restart, verify."""
-        with self.store:
+        with self.store.waiting(OPERATOR_LOCK_WAIT):
             state = self._load()
             self._recover(state)
             self._catch_up(state)
@@ -204,7 +207,7 @@ class Agent:
 
     def hold(self, reason: str | None, by: str | None) -> Outcome:
         """Pause automatic deploys on this host (deploy --ref still works)."""
-        with self.store:
+        with self.store.waiting(OPERATOR_LOCK_WAIT):
             state = self.store.load()
             state.hold = Hold(clock.iso(self.now()), by, reason)
             state.notified_pending = None
@@ -216,7 +219,7 @@ class Agent:
 
     def release(self) -> Outcome:
         """Resume automatic deploys; the next cycle deploys what is due."""
-        with self.store:
+        with self.store.waiting(OPERATOR_LOCK_WAIT):
             state = self.store.load()
             if state.hold is None:
                 return Outcome("automatic deploys were not held")

@@ -7,9 +7,13 @@ process dies, so a killed run never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ from agent.errors import AgentError, ExitCode, LockBusy
 from agent.hostfault import host_error
 from agent.models import (DeployRecord, Hold, Inflight, Pending, Quarantined, Release, Retry,
                           Seen)
+
+log = logging.getLogger("agent")
 
 STATE_FILE = "state.json"
 LOCK_FILE = "agent.lock"
@@ -170,23 +176,42 @@ class StateStore:
             raise host_error(f"cannot write {self.path}", exc) from None
 
     # -- the lock ------------------------------------------------------------------------
-    def lock(self) -> StateStore:
-        """Take the lock or raise LockBusy at once. Use as a context manager."""
+    def lock(self, wait: float = 0.0) -> StateStore:
+        """Take the lock. When another run holds it, try again every 0.1 s for up to `wait`
+        seconds (0: not at all), then raise LockBusy (exit 75) naming the holder's pid.
+        Use as a context manager, or through waiting()."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            raise LockBusy(
-                f"another ghost-agent run holds {self.dir / LOCK_FILE}"
-                + (f" (pid {holder})" if holder else "")
-            ) from None
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                by = f" (pid {holder})" if holder else ""
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockBusy(f"another ghost-agent run holds {self.dir / LOCK_FILE}{by}"
+                                   + (f"; waited {wait:g}s" if wait else "")) from None
+                if not told:
+                    log.info("waiting up to %gs for the ghost-agent run%s that holds the lock "
+                             "to finish its step", wait, by)
+                    told = True
+                time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
         return self
+
+    @contextlib.contextmanager
+    def waiting(self, seconds: float) -> Iterator[StateStore]:
+        """`with store.waiting(s):` holds the lock, waiting up to `s` seconds for it."""
+        self.lock(seconds)
+        try:
+            yield self
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

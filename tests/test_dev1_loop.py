@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -284,6 +285,31 @@ def test_concurrent_once_exits_75(host, git_remote):
     assert result.returncode == 75
     assert "another ghost-agent run holds" in result.stderr
     assert host.restarts() == 0
+
+
+def test_an_operators_command_waits_for_the_step_under_way(host, git_remote):
+    """`hold` and `rollback` while `run` is in a step (here: a test holding the lock for
+    1.5 s) wait for the lock and then succeed, instead of exit 75 at once."""
+    deploy_first(host, git_remote)
+    git_remote.commit_and_push("dev1", {"index.html": page("B102 two")}, "B102: two")
+    assert host.run("once").returncode == 0
+    store = StateStore(host.state_dir).lock()
+    threading.Timer(1.5, store.unlock).start()
+    started = time.monotonic()
+    held = host.run("hold", "--reason", "checking")
+    assert held.returncode == 0, held.stderr
+    assert time.monotonic() - started >= 1.4
+    assert "waiting up to 300s for the ghost-agent run" in held.stderr
+    assert f"(pid {os.getpid()})" in held.stderr
+    assert host.state()["hold"]["reason"] == "checking"
+    with StateStore(host.state_dir):
+        busy = host.run("once")  # a poll never waits: the next one comes soon enough
+    assert busy.returncode == 75 and "waiting" not in busy.stderr
+    store = StateStore(host.state_dir).lock()
+    threading.Timer(1.0, store.unlock).start()
+    rolled = host.run("rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert host.get("/") == (200, page("B101 first"))
 
 
 def test_bad_config_exits_78_listing_every_problem(host):
