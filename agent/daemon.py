@@ -24,6 +24,7 @@ from agent.cycle import Agent, Interrupted
 from agent.errors import AgentError, TemporaryError
 from agent.sdnotify import Heartbeat, notify, watchdog_interval
 from agent.text import cut, one_line
+from agent.wakeup import ServiceFlags, Wakeup
 
 log = logging.getLogger("agent")
 TICK = 1.0  # seconds: the loop wakes at least this often to answer signals and feed the watchdog
@@ -190,7 +191,7 @@ class _Service:
             log.error("fleet report: %s", exc.message)
 
 
-def _reload(service: _Service, path: Path, stop: threading.Event) -> _Service:
+def _reload(service: _Service, path: Path, stop_requested: Callable[[], bool]) -> _Service:
     """SIGHUP: read the config at `path` again and poll at once. A config that has become
     invalid keeps the one in use, and says so in the log and in every STATUS= until fixed."""
     # As sd_notify(3) asks of a reload: RELOADING=1 with the monotonic time, then READY=1.
@@ -199,7 +200,7 @@ def _reload(service: _Service, path: Path, stop: threading.Event) -> _Service:
     log.info("SIGHUP received; reloading %s", path)
     try:
         config = load_config(path)
-        new = _Service(config, Agent.from_config(config, stop_requested=stop.is_set),
+        new = _Service(config, Agent.from_config(config, stop_requested=stop_requested),
                        service.heartbeat)
     except Exception as exc:  # noqa: BLE001 - whatever is wrong, keep deploying with the old
         problem = cut(one_line(exc.message if isinstance(exc, AgentError) else
@@ -226,35 +227,38 @@ def run_service(config: Config, agent: Agent | None = None,
     SIGHUP reads the config again from `config_path` (default: the file `config` came from)
     and polls at once. `agent` replaces the one built from `config` (tests).
     """
-    stop, reload, wake = threading.Event(), threading.Event(), threading.Event()
+    # The handlers take no lock (see agent/wakeup.py): flags and a byte in a pipe.
+    flags, wakeup = ServiceFlags(), Wakeup()
     pushed = threading.Event()  # a valid webhook call came in: poll at once (coalesced)
 
-    def on_push(_forge: str) -> None:
+    def on_push(_forge: str) -> None:  # in the webhook's threads
         pushed.set()
-        wake.set()
+        wakeup.set()
 
     def on_stop(signum: int, _frame: object) -> None:
-        log.info("%s received; stopping after the current step", signal.Signals(signum).name)
-        stop.set()
-        wake.set()
+        flags.stop = signal.Signals(signum).name
+        wakeup.set()
 
     def on_hup(_signum: int, _frame: object) -> None:
-        reload.set()  # handled by the loop, after the step under way
-        wake.set()
+        flags.reload = True  # handled by the loop, after the step under way
+        wakeup.set()
+
+    def stop_requested() -> bool:
+        return flags.stop is not None
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     path = Path(config_path) if config_path else config.path
     heartbeat = Heartbeat(watchdog_interval()).start()
-    service = _Service(config, agent or Agent.from_config(config, stop_requested=stop.is_set),
+    service = _Service(config, agent or Agent.from_config(config, stop_requested=stop_requested),
                        heartbeat)
     hook = _start_webhook(config, on_push)
     notify("READY=1")
     service.announce()
     service.poll()
     next_webhook_poll = 0.0  # monotonic seconds: WEBHOOK_GAP after the last webhook poll
-    while not stop.is_set():
+    while not stop_requested():
         # Credit the watchdog only while the timers keep up: a loop that still wakes but no
         # longer runs its jobs must be restarted, not kept alive by its own pings.
         if service.timers.late_seconds() <= LATE_GRACE:
@@ -262,13 +266,12 @@ def run_service(config: Config, agent: Agent | None = None,
         sleep = min(TICK, service.timers.idle_seconds())
         if pushed.is_set():
             sleep = min(sleep, next_webhook_poll - time.monotonic())
-        wake.wait(max(0.0, sleep))
-        wake.clear()
-        if stop.is_set():
+        wakeup.wait(max(0.0, sleep))
+        if stop_requested():
             break
-        if reload.is_set():
-            reload.clear()
-            service = _reload(service, path, stop)
+        if flags.reload:
+            flags.reload = False
+            service = _reload(service, path, stop_requested)
             if _webhook_settings(service.config) != _webhook_settings(config):
                 _stop_webhook(hook)
                 config, hook = service.config, _start_webhook(service.config, on_push)
@@ -277,9 +280,11 @@ def run_service(config: Config, agent: Agent | None = None,
             next_webhook_poll = time.monotonic() + WEBHOOK_GAP
             service.poll("webhook")
         service.timers.run_due()
+    log.info("%s received; stopping", flags.stop)
     _stop_webhook(hook)
     notify("STOPPING=1")
     heartbeat.stop()
+    wakeup.close()
     log.info("stopped")
     return 0
 

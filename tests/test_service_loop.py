@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -281,3 +282,33 @@ def test_notify_gives_up_on_a_socket_nobody_reads(notify_socket, monkeypatch):
         sent += 1
     assert 0 < sent < 100_000  # the queue did fill up, and the last send gave up
     assert time.monotonic() - started < SEND_TIMEOUT + 5
+
+
+def start_all(timers: list[threading.Timer]) -> None:
+    for timer in timers:
+        timer.start()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_at_any_instant_stops_the_loop(service_config, monkeypatch):
+    """SIGTERM and SIGHUP land at random instants of a loop that never sleeps (its timers are
+    stuck, so it waits 0 s each turn): every time, run_service ends. A handler that took a
+    lock the interrupted main thread held (threading.Event.set inside Event.wait) waited for
+    itself forever, about once in ten runs."""
+    import random
+
+    import agent.daemon
+
+    monkeypatch.setattr(agent.daemon.Timers, "run_due", lambda self: 0)
+    monkeypatch.setattr(agent.daemon.Timers, "idle_seconds", lambda self: -1.0)  # overdue
+    monkeypatch.setattr(agent.daemon, "_reload", lambda service, path, stop: service)
+    rng = random.Random(5150)  # noqa: S311 - not security
+    for _ in range(150):
+        timers = [threading.Timer(rng.uniform(0, 0.01), os.kill, (os.getpid(), signal.SIGHUP)),
+                  threading.Timer(rng.uniform(0.005, 0.02), stop_the_service)]
+
+        # from the first poll on: the handlers are in place
+        fake = StandInAgent({1: functools.partial(start_all, timers)})
+        assert agent.daemon.run_service(service_config, agent=fake) == 0
+        for timer in timers:
+            timer.join()

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -285,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
+    # A plain flag: a handler that took a lock (Event.set) could wait forever for the main
+    # thread it interrupted inside Event.wait (see agent/wakeup.py).
+    stopping: list[int] = []
 
     def _on_signal(signum: int, frame: object) -> None:
-        stop.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -309,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.port_file is not None:
             _write_port_file(args.port_file, site.port)
         print(f"sitesim: serving {args.live} on {site.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
+        while not stopping:
+            time.sleep(0.2)
     finally:
         site.stop()
     return 0
