@@ -5,8 +5,8 @@ Every fixture keeps to its test's tmp_path and stops what it started, even when 
 
 from __future__ import annotations
 
-import json
-import os
+import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,13 +19,7 @@ if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
 from agent.demo.sitesim import SiteServer  # noqa: E402
-from agent.demo.systemctl import (  # noqa: E402
-    FAIL_ENV,
-    HANG_ENV,
-    LOG_ENV,
-    SITE_URL_ENV,
-    install_shim,
-)
+from tests.agentsite import FakeSystemctl  # noqa: E402
 from tests.gitremote import GitRemote, SmartHttpGitServer  # noqa: E402
 
 
@@ -36,6 +30,32 @@ def _empty_secret_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     import agent.redact
 
     monkeypatch.setattr(agent.redact, "_registered", set())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What a `ghost-agent` process sets up once and an in-process run (agent.cli.main, the
+    service loop) leaves behind is put back after each test: the failpoints read from the
+    environment, the root logger's handlers and level (cli.setup_logging replaces them), and
+    the handlers of SIGTERM, SIGINT and SIGHUP (daemon.run_service installs its own)."""
+    import agent.failpoints
+
+    monkeypatch.setattr(agent.failpoints, "_armed", None)
+    root = logging.getLogger()
+    level, handlers = root.level, [h for h in root.handlers if not _pytest_handler(h)]
+    signals = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                       signal.SIGHUP)}
+    yield
+    for sig, handler in signals.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+    root.setLevel(level)
+    root.handlers[:] = [h for h in root.handlers if _pytest_handler(h)] + handlers
+
+
+def _pytest_handler(handler: logging.Handler) -> bool:
+    """pytest's own (caplog, live logs): pytest adds and removes them around each phase."""
+    return type(handler).__module__.startswith("_pytest")
 
 
 @pytest.fixture
@@ -80,66 +100,6 @@ def site_server() -> Iterator[Callable[..., SiteServer]]:
     finally:
         for server in made:
             server.stop()
-
-
-class FakeSystemctl:
-    """The `systemctl` shim in bin_dir plus its call log and failure switch."""
-
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.root = root
-        self.bin_dir = root / "bin"
-        self.shim = install_shim(self.bin_dir)
-        self.log_path = root / "systemctl-calls.jsonl"
-        self.fail_path = root / "systemctl-fail"
-        self.hang_path = root / "systemctl-hang"
-        self._monkeypatch = monkeypatch
-
-    def calls(self) -> list[dict[str, Any]]:
-        """Parsed log lines: [{"argv": [...args after `systemctl`], "time": float}, ...]."""
-        if not self.log_path.exists():
-            return []
-        lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def argvs(self) -> list[list[str]]:
-        return [call["argv"] for call in self.calls()]
-
-    def fail(self, on: bool = True) -> None:
-        """While on, start/restart exit 1 like a failed systemd job, is-active says failed."""
-        if on:
-            self.fail_path.write_text("fail\n")
-        elif self.fail_path.exists():
-            self.fail_path.unlink()
-
-    def fail_next(self, count: int) -> None:
-        """Only the next `count` starts/restarts fail."""
-        self.fail_path.write_text(f"{count}\n")
-
-    def hang(self, on: bool = True) -> None:
-        """While on, start/restart block (at most a minute) as if the unit were slow."""
-        if on:
-            self.hang_path.write_text("hang\n")
-        elif self.hang_path.exists():
-            self.hang_path.unlink()
-
-    def env(self, site_url: str | None = None) -> dict[str, str]:
-        """Variables to add to a subprocess's environment (PATH has bin_dir first)."""
-        env = {
-            "PATH": os.pathsep.join([str(self.bin_dir), os.environ.get("PATH", os.defpath)]),
-            LOG_ENV: str(self.log_path),
-            FAIL_ENV: str(self.fail_path),
-            HANG_ENV: str(self.hang_path),
-        }
-        if site_url is not None:
-            env[SITE_URL_ENV] = site_url
-        return env
-
-    def install(self, site_url: str | None = None) -> None:
-        """Put env(site_url) into this process's os.environ (undone at teardown)."""
-        for key, value in self.env(site_url).items():
-            self._monkeypatch.setenv(key, value)
-        if site_url is None:
-            self._monkeypatch.delenv(SITE_URL_ENV, raising=False)
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def test_a_commit_message_that_is_not_utf8_is_read_with_replacement_characters(t
         text.encode("utf-8")
 
 
-# -- the real command -------------------------------------------------------------------------
+# -- the command (in this process, through stdout/stderr encoded as a process's) ---------------
 
 
 def test_once_deploys_beside_a_branch_that_is_not_utf8(make_host, git_remote):
@@ -108,13 +108,13 @@ def test_once_deploys_beside_a_branch_that_is_not_utf8(make_host, git_remote):
     sha = add_raw_commit(git_remote, "staging1-1.0", first, b"no card, caf\xe9\n")
     add_branch(git_remote, b"staging1-\xb1", sha)
     add_branch(git_remote, b"staging1-9.\xff", sha)
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert host.live_target() is not None and host.get()[1] == "v1"
     state = (host.state_dir / "state.json").read_bytes().decode("utf-8")  # strict
     assert json.loads(state)["releases"][0]["commit"] == sha
     assert (host.live / os.fsdecode(b"caf\xe9.css")).read_text() == "x"
-    again = host.run("once")
+    again = host.call("once")
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout

@@ -95,11 +95,11 @@ def test_require_refuses_a_release_with_uncarded_commits(host, git_remote):
     host.extra_config = "\n[cards]\nrequire = true\n"
     host.write_config()
     git_remote.commit_and_push("dev1", {"index.html": page("B1 one")}, "B101: one")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     git_remote.commit("dev1", {"index.html": page("two")}, "two, no card")
     sha = git_remote.commit("dev1", {"index.html": page("B3 three")}, "B103: three")
     git_remote.push("dev1")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     record = host.ci_cd()["deploys"][0]
     assert (record["outcome"], record["step"], record["commit"]) == ("failed", "cards", sha)
@@ -107,6 +107,6 @@ def test_require_refuses_a_release_with_uncarded_commits(host, git_remote):
     assert host.get("/") == (200, page("B1 one"))
     assert host.restarts() == 1
     # an operator may still push it through
-    assert host.run("deploy", "--ref", "dev1").returncode == 0
+    assert host.call("deploy", "--ref", "dev1").returncode == 0
     assert host.get("/") == (200, page("B3 three"))
-    assert json.loads(host.run("status", "--json").stdout)["live"]["commit"] == sha
+    assert json.loads(host.call("status", "--json").stdout)["live"]["commit"] == sha

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import responses
 
-from agent.checks import run_checks, site_headers
+from agent.checks import RETRY_PAUSE, SETTLED_ROUNDS, run_checks, site_headers
 from agent.config import CheckConfig
 
 LOCAL = "http://127.0.0.1:2368"
@@ -63,7 +63,8 @@ class Scripted:
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -279,7 +280,8 @@ def stalling() -> Iterator[Callable[[bool], str]]:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         httpd.handle_error = lambda *a: None
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         servers.append(httpd)
         return f"http://127.0.0.1:{httpd.server_address[1]}/"
 
@@ -316,15 +318,20 @@ def test_body_cut_short_is_a_failed_check_not_a_crash(stalling):
 def test_a_site_that_is_up_and_wrong_is_given_up_on_early(server):
     """A 500 that does not change is a verdict, not a boot: no need to wait out the budget."""
     s = server([500])
+    pauses: list[float] = []
     started = time.monotonic()
-    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30)
+    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30, sleep=pauses.append)
     assert not result.ok and result.status == 500
     assert time.monotonic() - started < 5
+    assert len(s.received) == SETTLED_ROUNDS  # asked a few times, the same answer each time
+    assert pauses == [RETRY_PAUSE] * (SETTLED_ROUNDS - 1)
 
 
 def test_a_site_that_is_still_booting_is_waited_for(server):
     """503 (Ghost's maintenance page) then 200: the budget is used, the check passes."""
     s = server([503] * 8 + [200])
-    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30)
+    pauses: list[float] = []
+    [result] = run_checks([check(f"{s.url}/")], s.url, PUBLIC, budget=30, sleep=pauses.append)
     assert result.ok
     assert len(s.received) == 9
+    assert pauses == [RETRY_PAUSE] * 8  # a pause between two asks, as long as it boots

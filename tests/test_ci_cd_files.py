@@ -2,9 +2,9 @@
 browser (headless Chromium) shows it on a phone and a desktop, and all of them as the site
 serves them under /content/files/.
 
-The history is made by the real `ghost-agent once` command (tests/agentsite.py): a deploy,
-a deploy whose checks fail (rolled back) and one whose build fails. Set
-GHOST_AGENT_SCREENSHOTS=DIR to keep the screenshots for a person to look at.
+The history is made by `ghost-agent once` (tests/agentsite.py, in this process): a deploy,
+a deploy whose checks fail (rolled back) and one whose build fails, once for the module, which
+only reads it. Set GHOST_AGENT_SCREENSHOTS=DIR to keep the screenshots for a person to look at.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import zlib
 from datetime import datetime, timezone
 from html.parser import HTMLParser
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ from jsonschema import Draft202012Validator
 
 from agent import publish
 from agent.cicd_shape import JSON_SCHEMA
-from tests.agentsite import AgentSite, page
+from agent.demo.sitesim import SiteServer
+from tests.agentsite import AgentSite, FakeSystemctl, page
+from tests.gitremote import GitRemote
 from tests.contract_schema import validate_ci_cd
 
 CHROMIUM_TIMEOUT = 60
@@ -53,25 +56,48 @@ class History:
 def make_history(host: AgentSite, git_remote) -> History:
     host.write_config(verify_seconds=0.5)  # the rolled-back deploy's checks give up sooner
     good = git_remote.commit_and_push("dev1", {"index.html": page("B101 first")}, "B101: first")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stdout + result.stderr
 
     bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B102: drop the index")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1, result.stdout + result.stderr
 
     host.write_config(build=json.dumps([[sys.executable, "-c", "import sys; sys.exit(3)"]]))
     uncarded = git_remote.commit("dev1", {"index.html": page("tidy")}, "tidy up, no card here")
     broken = git_remote.commit("dev1", {"index.html": page("B103 third")}, "B103: third")
     git_remote.push("dev1")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1, result.stdout + result.stderr
     return History(good, bad, uncarded, broken)
 
 
+@pytest.fixture(scope="module")
+def _site_with_history(tmp_path_factory) -> Iterator[tuple[AgentSite, History]]:
+    """One host (as the make_host fixture builds it) with one real history, for the module."""
+    root = tmp_path_factory.mktemp("ci-cd-files")
+    git_remote = GitRemote(root / "remote")
+    content = root / "site" / "content"
+    (content / "themes").mkdir(parents=True)
+    site = SiteServer(content / "themes" / "acme", content_dir=content).start()
+    with pytest.MonkeyPatch.context() as patch:
+        try:
+            host = AgentSite(root / "site" / "host", str(git_remote.path), site,
+                             FakeSystemctl(root / "systemctl", patch))
+            yield host, make_history(host, git_remote)
+        finally:
+            site.stop()
+
+
 @pytest.fixture
-def history(host: AgentSite, git_remote) -> History:
-    return make_history(host, git_remote)
+def host(_site_with_history) -> AgentSite:
+    """The module's host: its tests only read what it shows."""
+    return _site_with_history[0]
+
+
+@pytest.fixture
+def history(_site_with_history) -> History:
+    return _site_with_history[1]
 
 
 def test_the_real_history_is_what_was_pushed(host, history):
@@ -354,6 +380,7 @@ def test_chromium_shows_the_real_ci_cd_html(chromium, host, history):
     assert "failed" in _text_of(dom, "last")
 
 
+@pytest.mark.slow
 def test_chromium_screenshots_phone_and_desktop(chromium, host, history, tmp_path):
     html_path = host.content / "files" / "ci-cd.html"
     phone = _screenshot(chromium, html_path, tmp_path / "ci-cd-phone.png", PHONE)
@@ -428,6 +455,7 @@ def _fits(chromium, html: str, tmp_path: Path, name: str) -> str:
     return f"not measured: rgb{(r, g, b)}"
 
 
+@pytest.mark.slow
 def test_chromium_phone_width_has_no_sideways_scrolling(chromium, host, history, tmp_path):
     """On a 390px phone the real page fits the screen: nothing makes it scroll sideways."""
     page_html = (host.content / "files" / "ci-cd.html").read_text(encoding="utf-8")

@@ -304,12 +304,14 @@ def test_the_base_document_is_valid(config_file):
     assert run_document(config_file, BASE)[0] == ExitCode.OK
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=int(1600 * SCALE))
 @given(data=st.data())
 def test_any_mutated_config_gives_0_or_78(config_file, data):
     run_document(config_file, mutated(data))
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=int(500 * SCALE))
 @given(data=st.data())
 def test_secret_values_are_never_printed(config_file, data):
@@ -324,6 +326,7 @@ def test_secret_values_are_never_printed(config_file, data):
     assert CANARY not in out + err
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=int(500 * SCALE))
 @given(data=st.data())
 def test_any_bytes_give_0_or_78(config_file, data):

@@ -4,7 +4,10 @@ never echoed; a world-readable file holding one is warned about."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,15 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from tests.configs import MINIMAL_CONFIG
 
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: the error lines shorten long values, and these tests
+    compare whole lines (tmp_path is longer under pytest-xdist)."""
+    path = Path(tempfile.mkdtemp(prefix="gas-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def write(tmp_path, extra: str = "", remote: str = "https://git.example.com/acme/site.git",
@@ -195,10 +207,10 @@ def test_a_secret_file_that_is_not_a_regular_file_is_a_problem(tmp_path):
                              "not a regular file")
 
 
-def test_a_secret_file_too_large_or_not_utf8_is_a_problem(tmp_path):
-    large = tmp_path / "large"
+def test_a_secret_file_too_large_or_not_utf8_is_a_problem(tmp_path, short_dir):
+    large = short_dir / "large"
     large.write_bytes(b"x" * (64 * 1024 + 1))
-    latin1 = tmp_path / "latin1"
+    latin1 = short_dir / "latin1"
     latin1.write_bytes(b"xoxb-caf\xe9")
     for source, reason in ((large, "larger than 64 KiB"), (latin1, "not UTF-8 text")):
         with pytest.raises(ConfigError) as err:
@@ -207,8 +219,8 @@ def test_a_secret_file_too_large_or_not_utf8_is_a_problem(tmp_path):
         assert line.endswith(f'[slack] token_file = "{source}": cannot read the secret: {reason}')
 
 
-def test_a_bad_secret_from_a_file_names_the_file_not_the_secret(tmp_path):
-    secret = tmp_path / "webhook"
+def test_a_bad_secret_from_a_file_names_the_file_not_the_secret(tmp_path, short_dir):
+    secret = short_dir / "webhook"
     secret.write_text("ftp://hooks.slack.com/FILECANARY11\n")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, f'[slack]\nwebhook_url_file = "{secret}"\n'))
@@ -242,8 +254,8 @@ def test_webhook_secret_from_a_file_or_a_systemd_credential(tmp_path, monkeypatc
     assert config.warnings == ()
 
 
-def test_a_bad_webhook_secret_file_names_the_file_not_the_secret(tmp_path):
-    secret = tmp_path / "webhook-secret"
+def test_a_bad_webhook_secret_file_names_the_file_not_the_secret(tmp_path, short_dir):
+    secret = short_dir / "webhook-secret"
     secret.write_text("SHORTCANARY16\n")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, f'[webhook]\nsecret_file = "{secret}"\n'))

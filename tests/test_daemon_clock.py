@@ -18,6 +18,8 @@ from agent.daemon import Timers
 from tests.agentsite import page, wait_for
 from tests.faketime import library
 
+pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
+
 AUTUMN_CHANGE = datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)  # Paris: 03:00 CEST -> 02:00 CET
 STEP_SECONDS = 2.5  # enough for libfaketime (it reads the file again each second) and the loop
 

@@ -1,6 +1,7 @@
-"""The dev1 loop end to end, through the real `ghost-agent` command: real git remotes
-(path and smart HTTP), a real HTTP site serving the live path, `systemctl` at the
-process boundary."""
+"""The dev1 loop end to end, through the `ghost-agent` command (agent.cli.main in this
+process; the real process where exit statuses, the lock, kills and signals are the point):
+real git remotes (path and smart HTTP), a real HTTP site serving the live path, `systemctl`
+at the process boundary."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import time
 from pathlib import Path
 
 
+import pytest
+
 from agent.state import StateStore
 from tests.agentsite import AgentSite, page, wait_for
 
 
 def deploy_first(host: AgentSite, git_remote) -> str:
     sha = git_remote.commit_and_push("dev1", {"index.html": page("B101 first")}, "B101: first")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     return sha
 
@@ -27,7 +30,7 @@ def deploy_first(host: AgentSite, git_remote) -> str:
 
 def test_first_deploy_goes_live_verified_and_recorded(host, git_remote):
     sha = git_remote.commit_and_push("dev1", {"index.html": page("B101 hello")}, "B101: hello")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert f"deployed dev1 {sha[:7]}" in result.stdout
     assert host.get("/") == (200, page("B101 hello"))
@@ -49,7 +52,7 @@ def test_first_deploy_goes_live_verified_and_recorded(host, git_remote):
 def test_new_commit_replaces_the_live_release(host, git_remote):
     first = deploy_first(host, git_remote)
     second = git_remote.commit_and_push("dev1", {"index.html": page("B102 two")}, "B102: two")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B102 two"))
     latest = host.ci_cd()["deploys"][0]
@@ -62,7 +65,7 @@ def test_no_op_poll_changes_nothing(host, git_remote):
     files = host.content / "files"
     before = {p.name: p.stat().st_mtime_ns for p in files.iterdir()}
     restarts = host.restarts()
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0
     assert "up to date" in result.stdout
     assert host.restarts() == restarts
@@ -76,7 +79,7 @@ def test_force_push_deploys_the_new_head_and_says_history_was_rewritten(host, gi
     git_remote.reset_hard("dev1", first)
     rewritten = git_remote.commit("dev1", {"index.html": page("B104 other")}, "B104: other")
     git_remote.push("dev1", force=True)
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     record = host.ci_cd()["deploys"][0]
     assert record["commit"] == rewritten
     assert host.get("/") == (200, page("B104 other"))
@@ -88,7 +91,7 @@ def test_deleted_branch_changes_nothing_live(host, git_remote):
     git_remote.git_bare("symbolic-ref", "HEAD", "refs/heads/main")
     git_remote.delete_branch("dev1")
     restarts = host.restarts()
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0
     assert host.restarts() == restarts
     assert host.get("/") == (200, page("B101 first"))
@@ -101,7 +104,7 @@ def test_only_the_newest_of_several_commits_is_deployed(host, git_remote):
     git_remote.commit("dev1", {"index.html": page("B202 b")}, "no card here")
     newest = git_remote.commit("dev1", {"index.html": page("B203 c")}, "B203: c")
     git_remote.push("dev1")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     deploys = host.ci_cd()["deploys"]
     assert len(deploys) == 2
     assert deploys[0]["commit"] == newest
@@ -113,7 +116,7 @@ def test_only_the_newest_of_several_commits_is_deployed(host, git_remote):
 def test_deploy_over_smart_http(make_host, http_git, http_git_remote):
     host = make_host(remote=http_git.repo_url("site.git"))
     sha = http_git_remote.commit_and_push("dev1", {"index.html": page("B300 http")}, "B300: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B300 http"))
     assert host.ci_cd()["current"]["commit"] == sha
@@ -128,7 +131,7 @@ def test_build_failure_leaves_the_live_release_and_restarts_nothing(host, git_re
     host.write_config(build=json.dumps([[sys.executable, "-c",
                                          "import sys; sys.exit('npm ERR! broken')"]]))
     bad = git_remote.commit_and_push("dev1", {"index.html": page("B401 x")}, "B401: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     assert "build failed" in result.stdout
     assert host.restarts() == 1
@@ -149,7 +152,7 @@ def test_build_runs_inside_the_new_release(host, git_remote):
 def test_failed_checks_roll_back_and_quarantine(host, git_remote):
     good = deploy_first(host, git_remote)
     bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B500: drop the index")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     assert "rolled_back" in result.stdout
     assert host.get("/") == (200, page("B101 first"))
@@ -160,12 +163,12 @@ def test_failed_checks_roll_back_and_quarantine(host, git_remote):
     assert host.ci_cd()["current"]["commit"] == good
     # quarantined: the next poll does not try again
     restarts = host.restarts()
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.restarts() == restarts
     assert bad in host.state()["quarantine"]
     # a new commit on the branch releases it
     fixed = git_remote.commit_and_push("dev1", {"index.html": page("B501 fixed")}, "B501: fix")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.get("/") == (200, page("B501 fixed"))
     assert host.ci_cd()["current"]["commit"] == fixed
 
@@ -173,9 +176,9 @@ def test_failed_checks_roll_back_and_quarantine(host, git_remote):
 def test_deploy_ref_retries_a_quarantined_commit(host, git_remote):
     deploy_first(host, git_remote)
     bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B510: drop")
-    assert host.run("once").returncode == 1
+    assert host.call("once").returncode == 1
     restarts = host.restarts()
-    result = host.run("deploy", "--ref", bad[:10])
+    result = host.call("deploy", "--ref", bad[:10])
     assert result.returncode == 1
     assert host.restarts() > restarts  # it really tried again
     assert host.ci_cd()["deploys"][0]["trigger"] == "manual"
@@ -185,7 +188,7 @@ def test_restart_failure_rolls_back(host, git_remote):
     good = deploy_first(host, git_remote)
     host.systemctl.fail(True)
     git_remote.commit_and_push("dev1", {"index.html": page("B600 x")}, "B600: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     record = host.ci_cd()["deploys"][0]
     assert record["step"] == "restart"
@@ -198,7 +201,7 @@ def test_restart_failure_then_rollback_verifies_is_rolled_back(host, git_remote)
     deploy_first(host, git_remote)
     host.systemctl.fail_next(1)
     git_remote.commit_and_push("dev1", {"index.html": page("B601 x")}, "B601: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     record = host.ci_cd()["deploys"][0]
     assert (record["outcome"], record["step"]) == ("rolled_back", "restart")
@@ -210,7 +213,7 @@ def test_rollback_that_also_fails_is_failed(host, git_remote):
     # From now on the public URL is down: nothing can verify.
     host.write_config(public_url="http://127.0.0.1:9")
     git_remote.commit_and_push("dev1", {"index.html": page("B700 x")}, "B700: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     record = host.ci_cd()["deploys"][0]
     assert record["outcome"] == "failed"
@@ -220,7 +223,7 @@ def test_rollback_that_also_fails_is_failed(host, git_remote):
 
 def test_first_deploy_that_fails_is_failed_with_nothing_to_roll_back_to(host, git_remote):
     git_remote.commit_and_push("dev1", {"style.css": "x"}, "B800: no index")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1
     record = host.ci_cd()["deploys"][0]
     assert record["outcome"] == "failed"
@@ -231,22 +234,22 @@ def test_first_deploy_that_fails_is_failed_with_nothing_to_roll_back_to(host, gi
 def test_rollback_command_restores_the_previous_release(host, git_remote):
     first = deploy_first(host, git_remote)
     second = git_remote.commit_and_push("dev1", {"index.html": page("B900 two")}, "B900: two")
-    assert host.run("once").returncode == 0
-    result = host.run("rollback")
+    assert host.call("once").returncode == 0
+    result = host.call("rollback")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B101 first"))
     record = host.ci_cd()["deploys"][0]
     assert (record["trigger"], record["outcome"], record["commit"]) == ("rollback", "rolled_back",
                                                                           first)
     # the branch head is not redeployed by the next poll
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.get("/") == (200, page("B101 first"))
     assert second in host.state()["quarantine"]
 
 
 def test_rollback_without_a_previous_release_says_so(host, git_remote):
     deploy_first(host, git_remote)
-    result = host.run("rollback")
+    result = host.call("rollback")
     assert result.returncode == 1
     assert result.stderr.strip().endswith("no previous release on disk to roll back to")
 
@@ -256,7 +259,7 @@ def test_keep_prunes_old_releases_but_never_live_or_previous(host, git_remote):
     deploy_first(host, git_remote)
     for n in range(3):
         git_remote.commit_and_push("dev1", {"index.html": page(f"B95{n}")}, f"B95{n}: n")
-        assert host.run("once").returncode == 0
+        assert host.call("once").returncode == 0
     kept = sorted(p.name for p in (host.state_dir / "releases").iterdir())
     assert len(kept) == 2
     state = host.state()
@@ -264,7 +267,7 @@ def test_keep_prunes_old_releases_but_never_live_or_previous(host, git_remote):
     assert host.live_target().name in kept
 
 
-# -- temporary trouble, bad config, concurrency ----------------------------------------------
+# -- temporary trouble, bad config, concurrency: the real process's exit statuses and stderr --
 
 def test_unreachable_remote_exits_75_and_leaves_the_site(host, git_remote):
     deploy_first(host, git_remote)
@@ -287,6 +290,7 @@ def test_concurrent_once_exits_75(host, git_remote):
     assert host.restarts() == 0
 
 
+@pytest.mark.slow
 def test_an_operators_command_waits_for_the_step_under_way(host, git_remote):
     """`hold` and `rollback` while `run` is in a step (here: a test holding the lock for
     1.5 s) wait for the lock and then succeed, instead of exit 75 at once."""
@@ -336,12 +340,12 @@ def test_traceback_only_with_debug(host, git_remote):
 def test_status_tells_what_is_live_and_why_nothing_is_pending(host, git_remote):
     sha = deploy_first(host, git_remote)
     bad = git_remote.commit_and_push("dev1", {"index.html": None}, "B990: drop")
-    host.run("once")
-    text = host.run("status")
+    host.call("once")
+    text = host.call("status")
     assert text.returncode == 0
     assert f"live:     dev1 {sha[:7]}" in text.stdout
     assert f"held back: {bad[:7]}" in text.stdout
-    info = json.loads(host.run("status", "--json").stdout)
+    info = json.loads(host.call("status", "--json").stdout)
     assert info["live"]["commit"] == sha
     assert info["last"]["outcome"] == "rolled_back"
     assert info["window"] is None
@@ -365,7 +369,7 @@ def test_killed_between_staging_and_switch_then_once_is_consistent(host, git_rem
     assert host.live_target() == live_before  # untouched
     assert host.get("/") == (200, page("B101 first"))
     slow.unlink()
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B111 new"))
     assert not list((host.state_dir / "releases").glob(".staging-*"))
@@ -381,7 +385,7 @@ def test_killed_between_switch_and_checks_then_once_recovers(host, git_remote):
     assert host.state()["inflight"]["commit"] == new
     assert host.live_target().name.endswith(new[:12])  # switched, not yet verified
     host.systemctl.hang(False)
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     record = host.ci_cd()["deploys"][0]
     assert (record["trigger"], record["outcome"], record["commit"]) == ("recovery", "deployed", new)
@@ -396,12 +400,13 @@ def test_lock_is_not_stale_after_a_kill(host, git_remote):
     wait_for(lambda: host.restarts() == 1, what="the restart to begin")
     host.kill(agent)
     host.systemctl.hang(False)
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
 
 
 # -- the service loop --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_polls_deploys_and_stops_on_sigterm(host, git_remote):
     import signal
 
@@ -427,7 +432,7 @@ def test_a_no_op_poll_writes_no_state(host, git_remote):
     deploy_first(host, git_remote)
     state_file = host.state_dir / "state.json"
     before = state_file.stat().st_mtime_ns
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert state_file.stat().st_mtime_ns == before
 
 
@@ -436,28 +441,28 @@ def test_unreadable_release_branches_are_reported_once_and_never_deployed(make_h
     git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: x")
     git_remote.branch_from("staging1-next", "staging1-1.3.9", push=True)
     git_remote.branch_from("staging10-9.0", "staging1-1.3.9", push=True)
-    first = host.run("once")
+    first = host.call("once")
     assert first.returncode == 0
     assert "branch staging1-next: its version cannot be read" in first.stderr
     assert host.ci_cd()["current"]["branch"] == "staging1-1.3.9"
-    again = host.run("once")
+    again = host.call("once")
     assert "cannot be read" not in again.stderr  # said once, not on every poll
-    assert "ignored:  staging1-next" in host.run("status").stdout
+    assert "ignored:  staging1-next" in host.call("status").stdout
 
 
 def test_staging_follows_the_newest_release_branch_only(make_host, git_remote):
     host = make_host("staging1*")
     git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B1 1.3.9")}, "B101: a")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.get("/") == (200, page("B1 1.3.9"))
     git_remote.branch_from("staging1-1.3.22", "staging1-1.3.9")
     newest = git_remote.commit_and_push("staging1-1.3.22", {"index.html": page("B2 1.3.22")},
                                         "B102: b")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.get("/") == (200, page("B2 1.3.22"))
     git_remote.commit_and_push("staging1-1.3.9", {"index.html": page("B3 hotfix")}, "B103: c")
     restarts = host.restarts()
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     assert host.restarts() == restarts
     assert host.get("/") == (200, page("B2 1.3.22"))
     assert host.ci_cd()["current"] == {**host.ci_cd()["current"], "commit": newest,

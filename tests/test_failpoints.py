@@ -32,6 +32,8 @@ from tests.agentsite import AGENT_TIMEOUT, AgentSite, agent_argv, page
 from tests.hostile_cases import consistency_problems
 from tests.slackstub import SlackStub
 
+pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
+
 # Points on the deploy path that a deploy which verifies goes through.
 DEPLOY_POINTS = [p for p in POINTS if p != "during-switch-back"]
 

@@ -755,7 +755,7 @@ def test_slack_summary_of_a_healthy_fleet():
 def test_report_of_a_real_agent_run(host, git_remote, tmp_path):
     from tests.agentsite import page
     commit = git_remote.commit_and_push("dev1", {"index.html": page("B101 hi")}, "B101: hi")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     answers = fetch_all([host.site.url, closed_port_url()], timeout=5)
     assert answers[0].error is None

@@ -36,19 +36,20 @@ def small_disk(host):
         subprocess.run(["umount", "-l", str(releases)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_temporary_and_the_commit_is_retried(host, git_remote, small_disk):
     with SlackStub() as slack:
         host.extra_config = (f'\n[slack]\nwebhook_url = "{slack.webhook_url("/services/T/B/x")}"'
                              "\ntimeout_seconds = 2\n")
         host.write_config(poll_seconds=1)
         git_remote.commit_and_push("dev1", {"index.html": page("B900 small")}, "B900: small")
-        assert host.run("once").returncode == 0
+        assert host.call("once").returncode == 0
         big = git_remote.commit_and_push(
             "dev1", {"index.html": page("B901 big"), "assets/big.bin": os.urandom(3 << 20)},
             "B901: a 3 MB asset")
         restarts = host.restarts()
         for _ in range(2):  # said once, however often it happens
-            result = host.run("once")
+            result = host.call("once")
             assert result.returncode == 75, result.stderr
             assert host_fault_named(result.stderr)
             assert "Traceback" not in result.stderr
@@ -58,7 +59,7 @@ def test_a_full_disk_is_temporary_and_the_commit_is_retried(host, git_remote, sm
         assert not [p.name for p in small_disk.iterdir() if p.name.startswith(".")]
         state = host.state()
         assert big not in state["quarantine"]
-        info = json.loads(host.run("status", "--json").stdout)
+        info = json.loads(host.call("status", "--json").stdout)
         assert host_fault_named(info["problems"]["host"])
         alerts = [b for b in slack.bodies() if host_fault_named(str(b.get("text", "")))]
         assert len(alerts) == 1, slack.bodies()
@@ -66,19 +67,19 @@ def test_a_full_disk_is_temporary_and_the_commit_is_retried(host, git_remote, sm
         subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            result = host.run("once")
+            result = host.call("once")
             if "deployed" in result.stdout:
                 break
             time.sleep(0.5)
         assert result.returncode == 0, result.stderr + result.stdout
         assert host.ci_cd()["current"]["commit"] == big
-        info = json.loads(host.run("status", "--json").stdout)
+        info = json.loads(host.call("status", "--json").stdout)
         assert "host" not in info["problems"]
 
 
 def test_a_state_file_that_cannot_be_written_keeps_the_history(host, git_remote, tmp_path):
     git_remote.commit_and_push("dev1", {"index.html": page("B910 one")}, "B910: one")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     # The state directory moves onto a tiny disk that is then filled up.
     saved = tmp_path / "state-copy"
     shutil.copytree(host.state_dir, saved, symlinks=True)
@@ -93,7 +94,7 @@ def test_a_state_file_that_cannot_be_written_keeps_the_history(host, git_remote,
             except OSError:
                 pass
         git_remote.commit_and_push("dev1", {"index.html": page("B911 two")}, "B911: two")
-        result = host.run("once")
+        result = host.call("once")
         assert result.returncode == 75, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         assert "No space left on device" in result.stderr

@@ -32,7 +32,7 @@ def test_an_odd_live_path_is_one_failed_deploy_until_it_changes(host, git_remote
                                                                 make_odd):
     cause = make_odd(host, tmp_path)
     sha = git_remote.commit_and_push("dev1", {"index.html": page("B950 x")}, "B950: x")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1, result.stderr
     assert cause in result.stdout
     [record] = host.ci_cd()["deploys"]
@@ -42,7 +42,7 @@ def test_an_odd_live_path_is_one_failed_deploy_until_it_changes(host, git_remote
     staged = sorted(releases.iterdir()) if releases.exists() else []
     assert staged == []
     for _ in range(2):  # later polls: nothing staged, nothing recorded, no restart
-        result = host.run("once")
+        result = host.call("once")
         assert result.returncode == 0, result.stderr
         assert "quarantined" in result.stdout
     assert len(host.ci_cd()["deploys"]) == 1
@@ -50,6 +50,6 @@ def test_an_odd_live_path_is_one_failed_deploy_until_it_changes(host, git_remote
     assert host.restarts() == 0
     # The operator fixes the path: the same commit deploys.
     host.live.unlink()
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B950 x"))

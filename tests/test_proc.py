@@ -74,6 +74,7 @@ def test_timeout_raises_promptly():
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     code = (
@@ -135,6 +136,7 @@ def test_path_arguments_are_accepted(tmp_path: Path):
     assert done.stdout.strip() == "x"
 
 
+@pytest.mark.slow
 def test_timeout_kills_a_grandchild_in_a_session_of_its_own(tmp_path):
     """A build step that starts a helper with setsid: killing the group misses it."""
     pid_file = tmp_path / "grandchild.pid"
@@ -155,6 +157,7 @@ def test_timeout_kills_a_grandchild_in_a_session_of_its_own(tmp_path):
     assert gone(grandchild), f"grandchild {grandchild} (own session) still running"
 
 
+@pytest.mark.slow
 def test_timeout_kills_a_daemon_whose_parent_exited(tmp_path):
     """A double fork: the daemon is handed to init, outside the tree, holding our pipes."""
     pid_file = tmp_path / "daemon.pid"

@@ -15,6 +15,8 @@ from tests.agentsite import AgentSite, agent_argv, page
 from tests.faketime import faketime_env
 from tests.slackstub import SlackStub
 
+pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
+
 WINDOW = '\n[window]\nstart = "03:30"\nminutes = 120\ntimezone = "Europe/Paris"\n'
 
 

@@ -134,6 +134,7 @@ def test_spread_offset_is_stable_per_host_and_spreads_a_fleet():
     assert spread_offset(WindowConfig(time(3, 30), 60, None), "prod-bento-001") == timedelta(0)
 
 
+@pytest.mark.slow
 def test_the_service_deploys_when_the_window_opens_even_with_a_slow_poll(prod, git_remote):
     import signal
 

@@ -210,7 +210,7 @@ class Canaries:
 
     def once(self, *names: str) -> None:
         for name in names:
-            result = self.hosts[name].run("once")
+            result = self.hosts[name].call("once")
             assert result.returncode in (0, 1), result.stderr
 
     def url(self, name: str) -> str:

@@ -30,9 +30,9 @@ def install_journalctl(host: AgentSite) -> None:
 def failed_deploy(host: AgentSite, git_remote) -> dict:
     install_journalctl(host)
     git_remote.commit_and_push("dev1", {"index.html": page("B700 good")}, "B700: good")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     git_remote.commit_and_push("dev1", {"index.html": None}, "B701: drop the index")
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1, result.stderr
     return host.ci_cd()
 

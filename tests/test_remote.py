@@ -305,6 +305,7 @@ def git_processes_for(port: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["http", "ssh"])
 def test_git_never_hangs_on_a_silent_server(tmp_path, silent_port, scheme):
     url = (f"http://user:HANGPW-CANARY@127.0.0.1:{silent_port}/site.git" if scheme == "http"
@@ -314,12 +315,18 @@ def test_git_never_hangs_on_a_silent_server(tmp_path, silent_port, scheme):
     with pytest.raises(RemoteError) as info:
         cache.heads(heads_patterns("dev1"))
     assert time.monotonic() - started < 2 + 8
-    assert "HANGPW-CANARY" not in str(info.value)
-    assert "Timeout: git ls-remote did not complete in 2s" in str(info.value)
+    message = str(info.value)
+    assert "HANGPW-CANARY" not in message
+    timed_out = "Timeout: git ls-remote did not complete in 2s" in message
+    if scheme == "ssh":  # ssh's own ConnectTimeout is the same 2 s: either may end it first
+        assert timed_out or "Could not read from remote repository" in message, message
+    else:
+        assert timed_out, message
     time.sleep(0.3)
     assert git_processes_for(silent_port) == []  # nothing left running against the server
 
 
+@pytest.mark.slow
 def test_fetch_never_hangs_on_a_silent_server(tmp_path, silent_port):
     cache = cache_for(tmp_path, f"http://127.0.0.1:{silent_port}/site.git", timeout=2)
     started = time.monotonic()
@@ -436,7 +443,7 @@ def test_git_cannot_start_without_git_on_path(tmp_path, git_remote, monkeypatch)
 
 def test_a_no_op_once_imports_neither_gitpython_nor_slack_sdk_nor_psutil(host, git_remote):
     git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B101: first")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "agent", "--config", str(host.config_path),
          "once"], env=host.env(), capture_output=True, text=True, timeout=60, check=False)

@@ -16,6 +16,8 @@ import pytest
 
 from tests.agentsite import agent_argv, page, wait_for
 
+pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
+
 
 @pytest.fixture
 def notify_socket(tmp_path):

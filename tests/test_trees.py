@@ -280,16 +280,16 @@ def test_a_refusal_names_a_path_that_is_not_utf8_readably(tmp_path, git_remote):
     message.encode("utf-8")  # always valid UTF-8: the state file can hold it
 
 
-# -- the real command ---------------------------------------------------------------------------
+# -- the command (in this process) --------------------------------------------------------------
 
 
 def test_once_refuses_a_link_out_and_keeps_the_live_release(host, git_remote):
     git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 v1")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     live = host.live_target()
     bad = git_remote.commit_and_push("dev1", {"index.html": "v2"}, "B200 v2",
                                      links={"assets/passwd.css": "/etc/passwd"})
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 1, result.stderr
     assert "assets/passwd.css -> /etc/passwd" in result.stdout + result.stderr
     assert host.live_target() == live and host.get()[1] == "v1"

@@ -37,10 +37,10 @@ def test_debug_shows_the_traceback(host, git_remote):
 
 def test_an_unexpected_error_after_the_switch_is_finished_by_the_next_run(host, git_remote):
     first = git_remote.commit_and_push("dev1", {"index.html": page("B802 one")}, "B802: one")
-    assert host.run("once").returncode == 0
+    assert host.call("once").returncode == 0
     second = git_remote.commit_and_push("dev1", {"index.html": page("B803 two")}, "B803: two")
     assert run_with_failpoint(host, "after-switch").returncode == 70
-    result = host.run("once")
+    result = host.call("once")
     assert result.returncode == 0, result.stderr
     assert host.ci_cd()["current"]["commit"] == second
     assert host.get("/") == (200, page("B803 two"))

@@ -1,5 +1,6 @@
-"""Visible work through the real command: Slack gets one message per release and outcome,
-never on a no-op poll; a hanging Slack does not hold a deploy; secrets reach no output."""
+"""Visible work through the command: Slack gets one message per release and outcome, never on
+a no-op poll (in this process); a hanging Slack does not hold a deploy, and secrets reach no
+output (the real process, whose exit ends a delivery that hangs)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def texts(slack) -> list[str]:
 def test_one_message_per_release_and_none_on_a_no_op_poll(host, git_remote, slack):
     with_slack(host, slack)
     sha = git_remote.commit_and_push("dev1", {"index.html": page("B1")}, "B321: footer")
-    assert host.run("once").returncode == 0
-    assert host.run("once").returncode == 0  # no-op
-    assert host.run("once").returncode == 0  # no-op
+    assert host.call("once").returncode == 0
+    assert host.call("once").returncode == 0  # no-op
+    assert host.call("once").returncode == 0  # no-op
     [message] = [b for b in slack.bodies() if isinstance(b, dict)]
     assert "deployed" in message["text"] and sha[:7] in message["text"]
     assert "B321" in str(message["blocks"])
@@ -51,15 +52,16 @@ def test_one_message_per_release_and_none_on_a_no_op_poll(host, git_remote, slac
 def test_rollback_message_carries_the_error_and_the_cards(host, git_remote, slack):
     with_slack(host, slack)
     git_remote.commit_and_push("dev1", {"index.html": page("B1")}, "B101: one")
-    host.run("once")
+    host.call("once")
     git_remote.commit_and_push("dev1", {"index.html": None}, "B555: drop the index")
-    assert host.run("once").returncode == 1
+    assert host.call("once").returncode == 1
     last = slack.bodies()[-1]
     assert "rolled back" in last["text"]
     assert "B555" in str(last["blocks"])
     assert "500" in str(last["blocks"])
 
 
+@pytest.mark.slow
 def test_a_hanging_slack_does_not_hold_the_deploy(host, git_remote, slack):
     with_slack(host, slack, timeout=1.0)
     slack.hang(30)

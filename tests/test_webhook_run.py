@@ -12,8 +12,12 @@ import signal
 import socket
 import time
 
+import pytest
+
 from agent.daemon import WEBHOOK_GAP
 from tests.agentsite import page, wait_for
+
+pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
 
 SECRET = "whsec-RUN-CANARY-5150"
 PATH = "/ghost-agent/webhook"
