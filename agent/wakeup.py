@@ -32,9 +32,11 @@ class Wakeup:
         self._poll.register(self._read, select.POLLIN)
 
     def set(self) -> None:
+        if self._write < 0:  # closed: its number may belong to another file by now
+            return
         try:
             os.write(self._write, b"\0")
-        except OSError:  # the pipe is full (a wake-up is pending already) or closed
+        except OSError:  # the pipe is full: a wake-up is pending already
             pass
 
     def wait(self, seconds: float) -> None:
@@ -46,5 +48,6 @@ class Wakeup:
             pass
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
             os.close(fd)
