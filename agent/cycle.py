@@ -19,8 +19,8 @@ from agent import clock, failpoints, publish, selection, window
 from agent.cards import release_cards
 from agent.checks import run_checks
 from agent.config import Config
-from agent.errors import (AgentError, CommandError, DeployError, HostError, RemoteError,
-                          TemporaryError)
+from agent.errors import CommandError, DeployError, HostError, RemoteError, TemporaryError
+from agent.healing import Healing
 from agent.models import (Attempt, DeployRecord, Hold, Inflight, Pending, Quarantined, Release,
                           Retry, Seen, Target)
 from agent.notifiers import Fanout, Notifier
@@ -36,7 +36,6 @@ PENDING_REASONS = ("waiting", "quarantined", "held", "canary", "retrying")
 # Problems Slack is told of (once per kind until they clear); a remote that is down for a
 # poll or two is only shown in `status`.
 ALERTED_KINDS = ("host", "internal", "publish", "live")
-_RELEASE_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9a-z]+$")  # releases.py names them so
 # An operator's command (deploy --ref, rollback, hold, release) waits this long for the step the
 # service is in (a poll, a deploy) to finish, instead of failing at once with exit 75.
 OPERATOR_LOCK_WAIT = 300  # seconds
@@ -57,7 +56,7 @@ class Outcome:
 
 
 @dataclass
-class Agent:
+class Agent(Healing):
     config: Config
     store: StateStore
     remote: RemoteCache
@@ -528,150 +527,6 @@ class Agent:
         error = "checks failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed)
         return False, checks, error, self.ghost.journal_tail()
 
-    # -- healing: what the host says wins over what the agent remembers ------------------
-    def _load(self) -> State:
-        """The state, or, when state.json is missing, what the disk says: see _take_over."""
-        state = self.store.load()
-        if state.current is None and state.inflight is None and not state.history:
-            self._take_over(state)
-        return state
-
-    def _take_over(self, state: State) -> None:
-        """state.json was moved aside: take over the release the live link points at (no
-        redeploy, no restart) and rebuild the releases and the history from the release
-        directories and the published ci-cd.json, so that rollback keeps working."""
-        live = self.releases.live()
-        if live is None or not live.is_dir():
-            return
-        doc = self._published()
-        deploys = [d for d in doc.get("deploys") or [] if isinstance(d, dict)]
-        current = doc.get("current") if isinstance(doc.get("current"), dict) else {}
-        known = {d.get("commit"): d for d in reversed(deploys) if d.get("outcome") == "deployed"}
-        if current.get("commit"):
-            known[current["commit"]] = {**known.get(current["commit"], {}), **current}
-        dirs = {}
-        for entry in _release_dirs(self.releases.dir):
-            commit = next((c for c in known if isinstance(c, str)
-                           and entry.name.endswith(f"-{c[:12]}")), None)
-            if commit:
-                dirs[entry.resolve()] = commit
-        if live not in dirs:
-            return  # a release no record names: the normal cycle deploys over it
-        # The live one first, then the others newest first (their names start with the time).
-        order = [live, *sorted((d for d in dirs if d != live), key=lambda d: d.name,
-                               reverse=True)]
-        state.releases = [
-            Release(dirs[d], str(known[dirs[d]].get("branch") or "?"),
-                    known[dirs[d]].get("version"), str(d),
-                    str(known[dirs[d]].get("since") or known[dirs[d]].get("finished_at") or ""))
-            for d in order]
-        state.history = deploys[:self.config.agent.history]
-        log.warning("%s was missing: took over the live release %s (%s) and rebuilt %d "
-                    "release(s) and %d history record(s) from the disk and ci-cd.json",
-                    self.store.path, state.releases[0].commit[:7], live.name,
-                    len(state.releases), len(state.history))
-        self.store.save(state)
-
-    def _published(self) -> dict:
-        """The ci-cd.json this host published last, or {} when it cannot be read."""
-        import json
-
-        try:
-            doc = json.loads((self.config.site.ci_cd_dir / "ci-cd.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return doc if isinstance(doc, dict) else {}
-
-    def _heal_live(self, state: State) -> None:
-        """The live link must lead to a release directory that exists: when the live release
-        was removed by hand, export the live commit again and put the site back."""
-        current = state.current
-        if current is None or state.inflight is not None:
-            return
-        live = self.releases.live()
-        if live is not None and live.is_dir():
-            return
-        if live is None and self.releases.live_path.exists():
-            return  # a plain directory or file: the deploy's own checks deal with it
-        if live is not None and live.parent != self.releases.dir.resolve() \
-                and Path(current.dir).resolve() != live:
-            return  # a link the operator pointed elsewhere: live_path_problem names it
-        log.warning("the live release %s is gone from %s; restoring %s %s", live or "",
-                    self.releases.dir, current.branch, current.commit[:7])
-        attempt = Attempt("repair", Target(current.branch, current.commit, current.version),
-                          current.commit, self.now())
-        restored = None
-        try:
-            if not Path(current.dir).is_dir():
-                self.remote.fetch(current.branch, current.commit)
-                restored = self.releases.stage(current.commit, attempt.started,
-                                               lambda d: self.remote.export(current.commit, d))
-                self.releases.build(restored, self.config.deploy.build,
-                                    self.config.deploy.build_timeout_seconds)
-                restored = self.releases.finish(restored)
-                state.releases[0] = Release(current.commit, current.branch, current.version,
-                                            str(restored), current.since)
-            self.releases.switch(Path(state.releases[0].dir))
-        except (AgentError, OSError) as exc:
-            self._discard(restored)
-            message = getattr(exc, "message", None) or str(exc)
-            log.error("cannot restore the live release: %s", message)
-            self._problem(state, "live", f"the live release of {current.commit[:7]} is gone "
-                                         f"and cannot be restored: {message}")
-            self._save_quietly(state)
-            return
-        ok, checks, error, journal = self._restart_and_verify()
-        self._passed(state, "live")
-        self._record(state, attempt, outcome="deployed" if ok else "failed", checks=checks,
-                     error=None if ok else f"restored the missing live release: {error}",
-                     step=None if ok else "checks", journal=journal,
-                     live_commit=current.commit)
-
-    def _catch_up(self, state: State) -> None:
-        """Finish what a killed run left undone after its record: the ci-cd files and the
-        messages of records not yet announced."""
-        if state.unpublished:
-            self._publish(state)
-            self._save_quietly(state)
-        if state.unannounced:
-            for data in list(state.history):
-                record = DeployRecord.from_dict(data)
-                if record.key in state.unannounced:
-                    self.notifier.deployed(record)
-            state.unannounced = []
-            self._save_quietly(state)
-
-    def _recover(self, state: State) -> DeployRecord | None:
-        """Finish a deploy that a killed run left between switch and verdict."""
-        inflight = state.inflight
-        if not inflight:
-            return None
-        live = self.releases.live()
-        target = Target(inflight.branch, inflight.commit, inflight.version,
-                        selection.parse_version(inflight.version) if inflight.version else None)
-        attempt = Attempt("recovery", target, inflight.previous_commit,
-                          datetime.fromisoformat(inflight.started_at), inflight.cards,
-                          inflight.uncarded_commits)
-        new_dir = Path(inflight.dir)
-        log.warning("a run was interrupted while deploying %s; recovering", target.commit[:7])
-        if inflight.phase == "verifying" and live == new_dir.resolve():
-            return self._verify_or_roll_back(state, attempt)
-        if inflight.phase == "rolling_back":
-            outcome, live_commit, error = self._roll_back(state, "interrupted while rolling back")
-            self._quarantine(state, target, error)
-            self.releases.discard(new_dir)
-            state.inflight = None
-            return self._record(state, attempt, outcome=outcome, error=error, step="checks",
-                                live_commit=live_commit)
-        # Killed before the switch took effect: the old release is still live. Nothing to record;
-        # the normal cycle deploys the target again.
-        self.releases.discard(new_dir)
-        if inflight.staging:
-            self.releases.discard(Path(inflight.staging))
-        state.inflight = None
-        self.store.save(state)
-        return None
-
     # -- problems ------------------------------------------------------------------------
     def _problem(self, state: State, kind: str, message: str) -> None:
         """Show a problem in `status`; Slack hears of each alerted kind once until it clears.
@@ -748,7 +603,7 @@ class Agent:
         self.store.save(state)
         # Besides what the state keeps: the newest release directory before the live one is
         # the previous release by the disk's account (a state file lost or edited by hand).
-        dirs = sorted(_release_dirs(self.releases.dir), key=lambda d: d.name)
+        dirs = self.releases.finished()
         self.releases.prune([*(Path(r.dir) for r in state.releases), *dirs[-2:]])
 
     def _publish(self, state: State) -> bool:
@@ -776,15 +631,6 @@ class Agent:
         state.unpublished = False
         self._passed(state, "publish")
         return True
-
-
-def _release_dirs(releases_dir: Path) -> list[Path]:
-    """The finished release directories (not the hidden staging ones), in name order."""
-    try:
-        return sorted(d for d in releases_dir.iterdir()
-                      if _RELEASE_NAME.match(d.name) and d.is_dir() and not d.is_symlink())
-    except OSError:
-        return []
 
 
 def _inflight(state: State) -> Inflight:

@@ -27,6 +27,7 @@ from agent.errors import AgentError, DeployError, HostError
 
 STAGING_PREFIX = ".staging-"
 # Only names this module makes are ever pruned: 20261126T140003123456Z-<sha12 or "adopted">
+_FINISHED = re.compile(r"^\d{8}T\d{12}Z-[0-9a-z]+$")  # stage() names them so
 _OURS = re.compile(r"^(\.staging-|\.index-\.staging-)?\d{8}T\d{12}Z-[0-9a-z]+$")
 # Below this much free space a failed export or build is taken for a full disk: git's own
 # message for it ("unable to write file") does not say so.
@@ -141,6 +142,15 @@ class Releases:
             shutil.rmtree(path, ignore_errors=True)
 
     # -- the live symlink ----------------------------------------------------------------
+    def finished(self) -> list[Path]:
+        """The finished release directories (not staging ones, not links), in name order,
+        which is the order they were made in; [] when the directory cannot be read."""
+        try:
+            return sorted(d for d in self.dir.iterdir()
+                          if _FINISHED.match(d.name) and d.is_dir() and not d.is_symlink())
+        except OSError:
+            return []
+
     def live(self) -> Path | None:
         """The release directory the live path points at, or None when there is no link."""
         if not self.live_path.is_symlink():

@@ -439,3 +439,17 @@ def test_the_live_path_signature_changes_when_an_operator_fixes_it(rel, tmp_path
     os.unlink(rel.live_path)
     rel.live_path.write_text("oops")
     assert rel.live_path_signature() not in (broken, fixed, "absent")
+
+
+def test_finished_lists_release_directories_only_in_the_order_they_were_made(tmp_path):
+    releases = Releases(tmp_path / "releases", tmp_path / "live")
+    releases.dir.mkdir()
+    names = ["20261129T033000000000Z-0123456789ab", "20261130T033000000000Z-ba9876543210",
+             "20261130T050000000000Z-adopted"]  # the theme found at the live path at first
+    for name in reversed(names):
+        (releases.dir / name).mkdir()
+    (releases.dir / ".staging-20261130T040000000000Z-aaaaaaaaaaaa").mkdir()  # not finished
+    (releases.dir / "20261130T060000000000Z-bbbbbbbbbbbb").symlink_to(releases.dir / names[0])
+    (releases.dir / "20261130T070000000000Z-cccccccccccc").write_text("a file")
+    assert [d.name for d in releases.finished()] == names
+    assert Releases(tmp_path / "missing", tmp_path / "live").finished() == []
