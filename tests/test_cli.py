@@ -1,7 +1,7 @@
 """agent.cli: the one main, in this process (host.call): the command line, and the map from
 errors to one line and an exit status. The same through the real process is in
-tests/test_dev1_loop.py (75, 78, the lock, --debug), tests/test_unexpected.py (70) and
-tests/test_self_heal.py (a closed pipe); here, that an in-process call is a fair stand-in for
+tests/test_cycle.py (75, 78, the lock, --debug), tests/test_cli_unexpected.py (70) and
+tests/test_healing.py (a closed pipe); here, that an in-process call is a fair stand-in for
 the real process."""
 
 from __future__ import annotations
