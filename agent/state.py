@@ -182,16 +182,29 @@ class StateStore:
         Use as a context manager, or through waiting()."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            self._take(fd, wait)
+        except BaseException:  # busy, Ctrl-C while waiting, ENOLCK: never keep the fd
+            os.close(fd)
+            raise
+        try:  # the pid only tells who holds it: a full disk must not keep the lock taken
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        self._lock_fd = fd
+        return self
+
+    def _take(self, fd: int, wait: float) -> None:
         deadline, told = time.monotonic() + wait, False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except BlockingIOError:
                 holder = _read_pid(fd)
                 by = f" (pid {holder})" if holder else ""
                 if time.monotonic() >= deadline:
-                    os.close(fd)
                     raise LockBusy(f"another ghost-agent run holds {self.dir / LOCK_FILE}{by}"
                                    + (f"; waited {wait:g}s" if wait else "")) from None
                 if not told:
@@ -199,10 +212,6 @@ class StateStore:
                              "to finish its step", wait, by)
                     told = True
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-        return self
 
     @contextlib.contextmanager
     def waiting(self, seconds: float) -> Iterator[StateStore]:

@@ -217,3 +217,27 @@ def test_a_schema_from_a_newer_agent_is_refused(tmp_path):
     store.path.write_text(json.dumps({"schema": 3}))
     with pytest.raises(StateError, match="schema 3"):
         store.load()
+
+
+LOCK_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from agent.state import StateStore
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # no byte may be written
+store = StateStore(Path(sys.argv[1]))
+for _ in range(3):
+    store.lock()
+    store.unlock()
+print("locked three times")
+"""
+
+
+def test_the_lock_is_taken_and_given_back_when_its_pid_cannot_be_written(tmp_path):
+    """The pid in the lock file only says who holds it: a disk that refuses that write must
+    not leave the lock held by a lost file descriptor (the next cycle would be locked out)."""
+    (tmp_path / "state").mkdir()
+    result = subprocess.run(python(LOCK_ON_A_FULL_DISK, str(tmp_path / "state")),
+                            capture_output=True, text=True, env=py_env(), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "locked three times" in result.stdout
