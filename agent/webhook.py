@@ -10,10 +10,10 @@ usual (as Flux's Receiver does). Signatures are compared in constant time (hmac.
 
 Answers: 202 queued; 401 missing or bad signature (no hint which); 404 another path; 405 another
 method; 411 no length; 413 a body over MAX_BODY (not read); 429 a signed call over the rate
-limit (unsigned calls never use it up); 503 too many connections at once. A client slower than
-`read_timeout` seconds is cut off. Nothing a caller sends stops the listener; the secret is
-never logged. The standard library's http.server is enough here: one endpoint, small bodies, a
-bounded number of threads.
+limit (unsigned calls never use it up); 503 too many connections at once. A read that waits
+`read_timeout` seconds, or a call still open after twice that, is cut off. Nothing a caller
+sends stops the listener; the secret is never logged. The standard library's http.server is
+enough here: one endpoint, small bodies, a bounded number of threads.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -139,15 +140,28 @@ class _Server(ThreadingHTTPServer):
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address):
+        # The read timeout bounds each read; this bounds the whole call, so a client that
+        # drips a byte now and then cannot keep a slot: its socket is shut after the limit.
+        limit = threading.Timer(self.listener.read_timeout * 2, _cut_off, (request,))
+        limit.daemon = True
+        limit.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            limit.cancel()
             self.listener._slots.release()
 
     def handle_error(self, request, client_address):
         # A client that misbehaves costs a debug line, never a traceback on stderr.
         log.debug("webhook: a call from %s ended in an error", client_address[0],
                   exc_info=True)
+
+
+def _cut_off(request) -> None:
+    try:
+        request.shutdown(socket.SHUT_RDWR)  # the handler's next read sees the end
+    except OSError:
+        pass
 
 
 def _handler_for(listener: WebhookListener) -> type[BaseHTTPRequestHandler]:
@@ -188,7 +202,7 @@ def _handler_for(listener: WebhookListener) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?", 1)[0] != listener.path:
                 return self._answer(404, "not found")
             length = self.headers.get("Content-Length")
-            if length is None or not length.strip().isdigit():
+            if length is None or not (length.strip().isascii() and length.strip().isdigit()):
                 return self._answer(411, "a Content-Length is needed")
             if len(length.strip()) > 12 or int(length) > MAX_BODY:
                 return self._answer(413, f"the body is over {MAX_BODY} bytes")

@@ -145,6 +145,31 @@ def test_a_slow_client_is_cut_off_and_the_listener_goes_on(listener):
     assert post(listener, {"X-Gitlab-Token": SECRET})[0] == 202
 
 
+def test_a_client_that_drips_is_cut_off_at_the_call_limit():
+    """A byte every 0.3 s never trips the 0.5 s read timeout; the call is cut off once it has
+    been open twice that long, and its slot is free again."""
+    calls: list[str] = []
+    hook = WebhookListener("127.0.0.1", 0, PATH, SECRET, calls.append,
+                           read_timeout=0.5).start()
+    try:
+        with socket.create_connection(hook.address, timeout=5) as sock:
+            sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: {SECRET}\r\n"
+                         "Content-Length: 100000\r\n\r\n".encode())
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 5:
+                    sock.sendall(b"x")
+                    time.sleep(0.3)
+            except OSError:  # the listener shut the connection
+                pass
+            cut_after = time.monotonic() - started
+        assert cut_after < 2.5
+        assert post(hook, {"X-Gitlab-Token": SECRET})[0] == 202
+    finally:
+        hook.stop()
+    assert calls == ["gitlab"]  # the dripped call never counted
+
+
 @pytest.mark.parametrize("raw", [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",  # TLS hello
     b"GARBAGE\r\n\r\n",
