@@ -246,45 +246,59 @@ def run_service(config: Config, agent: Agent | None = None,
     def stop_requested() -> bool:
         return flags.stop is not None
 
+    # Put back at the end: a second SIGTERM or SIGINT during a slow shutdown acts as it did
+    # before `run`. (SIGHUP keeps on_hup, which is harmless then: a late reload does nothing.)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    # A signal the kernel hands to another thread (the webhook's, the watchdog's) runs its
+    # handler only when the main thread wakes: the interpreter also writes to the pipe at once.
+    saved_fd = signal.set_wakeup_fd(wakeup.fd, warn_on_full_buffer=False)
     path = Path(config_path) if config_path else config.path
-    heartbeat = Heartbeat(watchdog_interval()).start()
-    service = _Service(config, agent or Agent.from_config(config, stop_requested=stop_requested),
-                       heartbeat)
-    hook = _start_webhook(config, on_push)
-    notify("READY=1")
-    service.announce()
-    service.poll()
-    next_webhook_poll = 0.0  # monotonic seconds: WEBHOOK_GAP after the last webhook poll
-    while not stop_requested():
-        # Credit the watchdog only while the timers keep up: a loop that still wakes but no
-        # longer runs its jobs must be restarted, not kept alive by its own pings.
-        if service.timers.late_seconds() <= LATE_GRACE:
-            heartbeat.expect(TICK * 3)
-        sleep = min(TICK, service.timers.idle_seconds())
-        if pushed.is_set():
-            sleep = min(sleep, next_webhook_poll - time.monotonic())
-        wakeup.wait(max(0.0, sleep))
-        if stop_requested():
-            break
-        if flags.reload:
-            flags.reload = False
-            service = _reload(service, path, stop_requested)
-            if _webhook_settings(service.config) != _webhook_settings(config):
-                _stop_webhook(hook)
-                config, hook = service.config, _start_webhook(service.config, on_push)
-        if pushed.is_set() and time.monotonic() >= next_webhook_poll:
-            pushed.clear()  # calls that come from now on make one more poll, after the gap
-            next_webhook_poll = time.monotonic() + WEBHOOK_GAP
-            service.poll("webhook")
-        service.timers.run_due()
-    log.info("%s received; stopping", flags.stop)
-    _stop_webhook(hook)
-    notify("STOPPING=1")
-    heartbeat.stop()
-    wakeup.close()
+    heartbeat = Heartbeat(watchdog_interval())
+    hook = None
+    try:
+        heartbeat.start()
+        service = _Service(config, agent or Agent.from_config(
+            config, stop_requested=stop_requested), heartbeat)
+        hook = _start_webhook(config, on_push)
+        notify("READY=1")
+        service.announce()
+        service.poll()
+        next_webhook_poll = 0.0  # monotonic seconds: WEBHOOK_GAP after the last webhook poll
+        while not stop_requested():
+            # Credit the watchdog only while the timers keep up: a loop that still wakes but
+            # no longer runs its jobs must be restarted, not kept alive by its own pings.
+            if service.timers.late_seconds() <= LATE_GRACE:
+                heartbeat.expect(TICK * 3)
+            sleep = min(TICK, service.timers.idle_seconds())
+            if pushed.is_set():
+                sleep = min(sleep, next_webhook_poll - time.monotonic())
+            wakeup.wait(max(0.0, sleep))
+            if stop_requested():
+                break
+            if flags.reload:
+                flags.reload = False
+                service = _reload(service, path, stop_requested)
+                if _webhook_settings(service.config) != _webhook_settings(config):
+                    _stop_webhook(hook)
+                    config, hook = service.config, _start_webhook(service.config, on_push)
+            if pushed.is_set() and time.monotonic() >= next_webhook_poll:
+                pushed.clear()  # calls from now on make one more poll, after the gap
+                next_webhook_poll = time.monotonic() + WEBHOOK_GAP
+                service.poll("webhook")
+            service.timers.run_due()
+        log.info("%s received; stopping", flags.stop)
+    finally:
+        _stop_webhook(hook)
+        notify("STOPPING=1")
+        heartbeat.stop()
+        signal.set_wakeup_fd(saved_fd)
+        for sig, handler in saved.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
+        wakeup.close()
     log.info("stopped")
     return 0
 

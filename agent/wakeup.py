@@ -9,6 +9,7 @@ take no lock: they set plain flags (ServiceFlags) and write one byte to a non-bl
 
 from __future__ import annotations
 
+import math
 import os
 import select
 from dataclasses import dataclass
@@ -40,12 +41,18 @@ class Wakeup:
             pass
 
     def wait(self, seconds: float) -> None:
-        self._poll.poll(max(0, int(seconds * 1000)))  # milliseconds; retried after a signal
+        # milliseconds, rounded up: rounded down, the loop would spin through the last one
+        self._poll.poll(max(0, math.ceil(seconds * 1000)))  # (retried after a signal)
         try:
             while os.read(self._read, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    @property
+    def fd(self) -> int:
+        """The pipe's write end, for signal.set_wakeup_fd (-1 once closed)."""
+        return self._write
 
     def close(self) -> None:
         fds, self._read, self._write = (self._read, self._write), -1, -1

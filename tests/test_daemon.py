@@ -314,3 +314,25 @@ def test_sigterm_at_any_instant_stops_the_loop(service_config, monkeypatch):
         assert agent.daemon.run_service(service_config, agent=fake) == 0
         for timer in timers:
             timer.join()
+
+
+def test_run_service_puts_back_what_it_took_from_the_process(service_config):
+    """After the loop: SIGTERM and SIGINT act as before (a second one during a slow shutdown
+    is not swallowed) and no wake-up descriptor is left registered with the interpreter."""
+    import agent.daemon
+
+    def before(signum, frame):  # pragma: no cover - only compared
+        pass
+
+    signal.signal(signal.SIGTERM, before)
+    signal.signal(signal.SIGINT, before)
+    fake = StandInAgent({2: stop_the_service_through_the_loop})
+    assert agent.daemon.run_service(service_config, agent=fake) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.set_wakeup_fd(-1) == -1
+
+
+def stop_the_service_through_the_loop() -> None:
+    handler = signal.getsignal(signal.SIGTERM)
+    handler(signal.SIGTERM, None)  # run_service's own on_stop, as if the signal came
