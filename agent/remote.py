@@ -167,7 +167,7 @@ class RemoteCache:
             status, out, _ = self._exec(["merge-base", old, new])
             base = out.decode("ascii", "replace").strip()
             if status == 0 and _SHA.match(base):
-                rewritten = base != old
+                rewritten = not base.startswith(old.lower())  # `old` may be abbreviated
                 rev_range = [f"{base}..{new}"]
             else:
                 rewritten = True
