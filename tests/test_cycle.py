@@ -316,6 +316,19 @@ def test_an_operators_command_waits_for_the_step_under_way(host, git_remote):
     assert host.get("/") == (200, page("B101 first"))
 
 
+def test_an_operators_command_gives_up_after_its_wait(host, git_remote, monkeypatch):
+    import agent.cycle
+
+    monkeypatch.setattr(agent.cycle, "OPERATOR_LOCK_WAIT", 0.5)
+    deploy_first(host, git_remote)
+    with StateStore(host.state_dir):
+        held = host.call("hold", "--reason", "x")
+    assert held.returncode == 75
+    assert f"holds {host.state_dir / 'agent.lock'} (pid {os.getpid()}); waited 0.5s" \
+        in held.stderr
+    assert host.state()["hold"] is None
+
+
 def test_bad_config_exits_78_listing_every_problem(host):
     host.config_path.write_text(host.config_path.read_text()
                                 .replace('flag = "dev1"', 'flag = "stag*ing"')
