@@ -1,6 +1,6 @@
 """The host's truth wins (issue #10): what the agent remembers is rebuilt from the host and the
-remote when it goes wrong. Every case drives the `ghost-agent` command: in this process
-(host.call), and as a real process where a closed pipe is the point."""
+remote when it goes wrong. Every case drives the real `ghost-agent` command (a process, as the
+issue asks of each case)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.agentsite import AgentSite, agent_argv, page
 
 def deploy(host: AgentSite, git_remote, text: str, branch: str = "dev1") -> str:
     sha = git_remote.commit_and_push(branch, {"index.html": page(text)}, f"{text}: change")
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     return sha
 
@@ -26,7 +26,7 @@ def test_a_live_release_removed_by_hand_is_restored(host, git_remote):
     sha = deploy(host, git_remote, "B102 two")
     shutil.rmtree(host.live_target())
     restarts = host.restarts()
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B102 two"))
     assert host.live_target().is_dir()
@@ -43,12 +43,12 @@ def test_a_live_release_that_cannot_be_restored_is_a_problem(host, git_remote):
     shutil.rmtree(host.live_target())
     shutil.rmtree(host.state_dir / "cache")
     host.write_config(remote=str(host.root / "no-such-remote.git"))
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 75
-    status = host.call("status", "--json")
+    status = host.run("status", "--json")
     info = json.loads(status.stdout)
     assert "cannot be restored" in info["problems"]["live"]
-    assert "problem:  the live release" in host.call("status").stdout
+    assert "problem:  the live release" in host.run("status").stdout
 
 
 # -- the state file moved aside ---------------------------------------------------------------
@@ -59,14 +59,14 @@ def test_a_state_file_moved_aside_is_rebuilt_from_the_disk(host, git_remote):
     history = host.ci_cd()["deploys"]
     (host.state_dir / "state.json").rename(host.state_dir / "state.json.damaged")
     restarts = host.restarts()
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout
     assert host.restarts() == restarts  # taken over, not redeployed
     state = host.state()
     assert [r["commit"] for r in state["releases"]] == [second, first]
     assert [d["commit"] for d in host.ci_cd()["deploys"]] == [d["commit"] for d in history]
-    result = host.call("rollback")
+    result = host.run("rollback")
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B110 one"))
 
@@ -90,15 +90,15 @@ def test_a_changed_flag_deploys_the_new_flags_newest_branch(make_host, git_remot
     host.write_config()
     sha = git_remote.commit_and_push("prod-asterix-1.3", {"index.html": page("B131 prod")},
                                      "B131: prod")
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     assert f"deployed prod-asterix-1.3 {sha[:7]}" in result.stdout
     # Within one flag the guard still holds: an older branch never replaces a newer one.
     git_remote.commit_and_push("prod-asterix-1.4", {"index.html": page("B132")}, "B132: x")
-    assert host.call("once").returncode == 0
+    assert host.run("once").returncode == 0
     git_remote.delete_branch("prod-asterix-1.4")
     git_remote.commit_and_push("prod-asterix-1.3", {"index.html": page("B133")}, "B133: x")
-    result = host.call("once")
+    result = host.run("once")
     assert "older than live" in result.stdout
 
 
@@ -107,14 +107,14 @@ def test_a_changed_flag_deploys_the_new_flags_newest_branch(make_host, git_remot
 def test_a_manual_deploy_of_an_older_commit_holds_the_head_back(host, git_remote):
     old = deploy(host, git_remote, "B140 old")
     head = deploy(host, git_remote, "B141 head")
-    result = host.call("deploy", "--ref", old)
+    result = host.run("deploy", "--ref", old)
     assert result.returncode == 0, result.stderr
     assert host.get("/") == (200, page("B140 old"))
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0
     assert host.get("/") == (200, page("B140 old"))  # the operator's choice stands
     assert "held back" in result.stdout
-    status = host.call("status")
+    status = host.run("status")
     assert f"held back: {head[:7]}" in status.stdout
     newer = deploy(host, git_remote, "B142 newer")  # the branch moved: deploys again
     assert host.ci_cd()["current"]["commit"] == newer
@@ -131,20 +131,20 @@ def test_a_failing_fetch_is_a_problem_naming_the_waiting_commit(host, git_remote
         if len(sub.name) == 2:
             shutil.rmtree(sub)
     shutil.rmtree(objects / "pack", ignore_errors=True)
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 75
-    info = json.loads(host.call("status", "--json").stdout)
+    info = json.loads(host.run("status", "--json").stdout)
     assert info["problem_kind"] == "fetch"
     assert sha[:7] in info["problem"]
-    assert "problem:  " in host.call("status").stdout
+    assert "problem:  " in host.run("status").stdout
     # The remote heals (a new push of the whole history): the problem clears.
     git_remote.push("dev1", force=True)
     shutil.rmtree(git_remote.path)
     git_remote.git("init", "--bare", "--quiet", str(git_remote.path))
     git_remote.push("dev1", force=True)
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
-    info = json.loads(host.call("status", "--json").stdout)
+    info = json.loads(host.run("status", "--json").stdout)
     assert info["problem"] is None
 
 

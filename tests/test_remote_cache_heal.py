@@ -1,7 +1,7 @@
 """A damaged git cache (#10 class 1): the cache under state_dir is disposable. When git says
 it is broken, it is set aside (remote.git.broken-<time>, the newest one kept), made again
 and refilled, with one warning, and the deploy goes on. A healthy cache is never thrown
-away because the remote is down. Driven through `ghost-agent once` (in this process, host.call)."""
+away because the remote is down. Driven through the real `ghost-agent once` (a process)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def garbage_config(cache: Path) -> None:
 def deployed(host, git_remote):
     """A host with dev1 v1 live, its cache filled by that deploy."""
     git_remote.commit_and_push("dev1", {"index.html": page("v1")}, "B100 v1")
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     assert cache_of(host).is_dir()
     return host
@@ -54,7 +54,7 @@ def test_a_damaged_cache_is_set_aside_refilled_and_the_deploy_goes_on(deployed, 
     host = deployed
     damage(cache_of(host))
     v2 = git_remote.commit_and_push("dev1", {"index.html": page("v2")}, "B200 v2")
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 0, result.stderr
     assert "deployed" in result.stdout
     assert host.get()[1] == page("v2")
@@ -64,7 +64,7 @@ def test_a_damaged_cache_is_set_aside_refilled_and_the_deploy_goes_on(deployed, 
     assert len(set_aside(host)) == 1
     # the new cache is a whole one: the next push deploys without another warning
     git_remote.commit_and_push("dev1", {"index.html": page("v3")}, "B300 v3")
-    again = host.call("once")
+    again = host.run("once")
     assert again.returncode == 0, again.stderr
     assert "broken" not in again.stderr
     assert host.get()[1] == page("v3")
@@ -75,7 +75,7 @@ def test_only_the_newest_broken_cache_is_kept(deployed, git_remote):
     for n, damage in enumerate((garbage_head, garbage_config), start=2):
         damage(cache_of(host))
         git_remote.commit_and_push("dev1", {"index.html": page(f"v{n}")}, f"B{n}00 v{n}")
-        result = host.call("once")
+        result = host.run("once")
         assert result.returncode == 0, result.stderr
     kept = set_aside(host)
     assert len(kept) == 1
@@ -88,14 +88,14 @@ def test_an_unreachable_remote_keeps_the_cache(deployed, git_remote, tmp_path):
     inode = cache_of(host).stat().st_ino
     moved = tmp_path / "remote-away.git"
     shutil.move(git_remote.path, moved)
-    result = host.call("once")
+    result = host.run("once")
     assert result.returncode == 75, result.stderr
     assert cache_of(host).stat().st_ino == inode
     assert set_aside(host) == []
     assert "broken" not in result.stderr
     shutil.move(moved, git_remote.path)
     git_remote.commit_and_push("dev1", {"index.html": page("v2")}, "B200 v2")
-    back = host.call("once")
+    back = host.run("once")
     assert back.returncode == 0, back.stderr
     assert cache_of(host).stat().st_ino == inode
     assert set_aside(host) == []
