@@ -44,6 +44,17 @@ def agent_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
 
 
+def read_messages(sock, seconds: float) -> list[str]:
+    """Every datagram `sock` (a notify socket with a short timeout) receives for `seconds`."""
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    return messages
+
+
 class Called(NamedTuple):
     """What an in-process `ghost-agent` call gave: like a CompletedProcess (returncode,
     stdout, stderr), and a tuple (code, stdout, stderr)."""
@@ -286,6 +297,17 @@ class AgentSite:
                                 env=kwargs.pop("env", None) or self.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True, **kwargs)
+
+    def stop(self, process: subprocess.Popen) -> str:
+        """SIGTERM a started agent; it must end cleanly (exit 0). Returns its log (stderr)."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                self.kill(process)
+        assert process.returncode == 0, stderr
+        return stderr
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:

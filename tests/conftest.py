@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +57,17 @@ def _fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _pytest_handler(handler: logging.Handler) -> bool:
     """pytest's own (caplog, live logs): pytest adds and removes them around each phase."""
     return type(handler).__module__.startswith("_pytest")
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
+    """(path, socket): a bound datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.1)
+    yield path, sock
+    sock.close()
 
 
 @pytest.fixture

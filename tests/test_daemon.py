@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -14,29 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.agentsite import agent_argv, page, wait_for
+from tests.agentsite import agent_argv, page, read_messages, wait_for
 
 pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
-
-
-@pytest.fixture
-def notify_socket(tmp_path):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.2)
-    yield path, sock
-    sock.close()
-
-
-def read_messages(sock, seconds: float) -> list[str]:
-    messages, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            continue
-    return messages
 
 
 def test_run_reports_ready_status_and_pings_the_watchdog(host, git_remote, notify_socket):

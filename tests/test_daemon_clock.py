@@ -7,7 +7,6 @@ offset is read from a file the test rewrites while the agent runs.
 
 from __future__ import annotations
 
-import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,15 +117,7 @@ def start_under(host, fake: FakeClock):
     return host.start("run", env=env | fake.env())
 
 
-def stop(host, agent) -> str:
-    agent.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = agent.communicate(timeout=30)
-    finally:
-        if agent.poll() is None:
-            host.kill(agent)
-    assert agent.returncode == 0, stderr
-    return stderr
+
 
 
 def started_at(host, commit: str) -> datetime:
@@ -153,7 +144,7 @@ def test_polls_go_on_across_the_autumn_dst_change(host, git_remote, tmp_path):
         wait_for(lambda: host.get("/") == (200, page("B2 winter")), timeout=15,
                  what="the first poll after the clocks went back (poll_seconds is 5)")
     finally:
-        stderr = stop(host, agent)
+        stderr = host.stop(agent)
     first_record = next(r for r in host.ci_cd()["deploys"] if r["commit"] == first)
     assert datetime.fromisoformat(first_record["finished_at"]) < AUTUMN_CHANGE, \
         "the first poll must end before the change, or this test shows nothing"
@@ -182,7 +173,7 @@ def test_polls_go_on_when_the_wall_clock_steps(host, git_remote, tmp_path, steps
             wait_for(lambda h=headline: host.get("/") == (200, page(h)), timeout=10,
                      what=f"a deploy after the wall clock stepped {step:+.0f}s")
     finally:
-        stop(host, agent)
+        host.stop(agent)
     # Each deploy really ran on the stepped clock.
     times = [started_at(host, commit) for commit in commits]
     for before, after, step in zip(times[:-1], times[1:], steps, strict=True):

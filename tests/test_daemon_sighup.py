@@ -5,35 +5,14 @@ as a clean stop: deploys stopped silently."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import pytest
 
-from tests.agentsite import page, wait_for
+from tests.agentsite import page, read_messages, wait_for
 from tests.gitremote import GitRemote
 
 pytestmark = pytest.mark.slow  # runs `ghost-agent run` or waits on real time: not in the fast tier
-
-
-@pytest.fixture
-def notify_socket(tmp_path):
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.1)
-    yield path, sock
-    sock.close()
-
-
-def read_messages(sock, seconds: float) -> list[str]:
-    messages, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            continue
-    return messages
 
 
 def start(host, notify_socket):
@@ -41,16 +20,7 @@ def start(host, notify_socket):
     return host.start("run", env=env)
 
 
-def stop(host, agent) -> str:
-    """SIGTERM; the agent must end cleanly. Returns its log."""
-    agent.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = agent.communicate(timeout=30)
-    finally:
-        if agent.poll() is None:
-            host.kill(agent)
-    assert agent.returncode == 0, stderr
-    return stderr
+
 
 
 def reloading(messages: list[str]) -> int:
@@ -77,7 +47,7 @@ def test_sighup_reloads_and_the_service_keeps_running(host, git_remote, notify_s
         git_remote.commit_and_push("dev1", {"index.html": page("B2 two")}, "B102: two")
         wait_for(shows(host, "B2 two"), timeout=10, what="a deploy after the reload")
     finally:
-        stderr = stop(host, agent)
+        stderr = host.stop(agent)
     # sd_notify(3): RELOADING=1 with the monotonic time, then READY=1 when done.
     begins = reloading(messages)
     assert "\nMONOTONIC_USEC=" in messages[begins]
@@ -106,7 +76,7 @@ def test_sighup_applies_a_changed_remote_and_poll_period_at_once(host, git_remot
         wait_for(shows(host, "B3 waits"), timeout=10, what="the poll of the second SIGHUP")
         assert agent.poll() is None
     finally:
-        stderr = stop(host, agent)
+        stderr = host.stop(agent)
     assert "watching dev1 for dev1 every 3600s" in stderr
 
 
@@ -131,7 +101,7 @@ def test_sighup_with_an_invalid_config_keeps_the_old_one(host, git_remote, notif
         agent.send_signal(signal.SIGHUP)
         after_fix = read_messages(sock, 1.0)
     finally:
-        stderr = stop(host, agent)
+        stderr = host.stop(agent)
     failed = [line for line in stderr.splitlines() if "reload failed" in line]
     assert len(failed) == 1, stderr
     assert "still using the config loaded before" in failed[0]
