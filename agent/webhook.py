@@ -105,7 +105,7 @@ class WebhookListener:
 
     def start(self) -> WebhookListener:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
-            "poll_interval": 0.5}, name="webhook", daemon=True)
+            "poll_interval": 0.1}, name="webhook", daemon=True)
         self._thread.start()
         log.info("webhook: listening on %s:%d%s", *self.address, self.path)
         return self

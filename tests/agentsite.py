@@ -233,7 +233,7 @@ class AgentSite:
         self.config_path = root / "agent.toml"
         root.mkdir(parents=True, exist_ok=True)
         self.extra_config = ""
-        self.settings: dict[str, Any] = {"verify_seconds": 1, "build": "[]", "keep": 3}
+        self.settings: dict[str, Any] = {"verify_seconds": 0.5, "build": "[]", "keep": 3}
         self.write_config()
 
     # -- configuration -------------------------------------------------------------------

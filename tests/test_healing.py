@@ -9,7 +9,12 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from tests.agentsite import AgentSite, agent_argv, page
+
+# Real processes: the command's real boundary, so the slow tier (the full suite runs them).
+pytestmark = pytest.mark.slow
 
 
 def deploy(host: AgentSite, git_remote, text: str, branch: str = "dev1") -> str:

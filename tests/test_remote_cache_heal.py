@@ -47,6 +47,7 @@ def deployed(host, git_remote):
     return host
 
 
+@pytest.mark.slow  # a real process
 @pytest.mark.parametrize("damage", [garbage_head, objects_removed, garbage_config],
                          ids=["garbage-in-HEAD", "objects-removed", "garbage-in-config"])
 def test_a_damaged_cache_is_set_aside_refilled_and_the_deploy_goes_on(deployed, git_remote,
@@ -70,6 +71,7 @@ def test_a_damaged_cache_is_set_aside_refilled_and_the_deploy_goes_on(deployed, 
     assert host.get()[1] == page("v3")
 
 
+@pytest.mark.slow  # a real process
 def test_only_the_newest_broken_cache_is_kept(deployed, git_remote):
     host = deployed
     for n, damage in enumerate((garbage_head, garbage_config), start=2):
@@ -83,6 +85,7 @@ def test_only_the_newest_broken_cache_is_kept(deployed, git_remote):
     assert b"garbage" in config.read_bytes()  # the newest damage is the one kept
 
 
+@pytest.mark.slow  # a real process
 def test_an_unreachable_remote_keeps_the_cache(deployed, git_remote, tmp_path):
     host = deployed
     inode = cache_of(host).stat().st_ino
