@@ -26,7 +26,7 @@ from agent import failpoints, hostfault, lfs, proc, submodules
 from agent.errors import AgentError, DeployError, HostError, RemoteError
 from agent.models import Snapshot
 from agent.redact import redact
-from agent.trees import Entry, parse_ls_tree, shown
+from agent.trees import Entry, may_need_filling, parse_ls_tree, shown
 
 log = logging.getLogger("agent")
 
@@ -104,11 +104,14 @@ class RemoteCache:
         ref = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
         self._refill = ["fetch", "--no-tags", "--no-write-fetch-head", "--", self.url, ref]
         self._ensure_cache()
-        if self.has_commit(commit):
+        fetched = self._fetched(branch)
+        # A branch whose ref names another commit has moved on: fetch without asking git first
+        # (a commit already here from elsewhere costs one needless fetch, nothing more).
+        if fetched == commit or (fetched is None and self.has_commit(commit)):
             return
         self._run(self._refill, RemoteError, f"cannot fetch {branch}")
         failpoints.hit("during-fetch")
-        if not self.has_commit(commit):
+        if self._fetched(branch) != commit and not self.has_commit(commit):
             raise RemoteError(f"{branch} moved while fetching (wanted {commit[:7]}); "
                               "the next poll picks up the new head")
 
@@ -135,6 +138,17 @@ class RemoteCache:
             raise RemoteError(f"commit {commit[:7]} is not on {redact(self.url)}")
 
     # -- reading the cache ---------------------------------------------------------------
+    def _fetched(self, branch: str) -> str | None:
+        """The commit a fetch of `branch` left in the cache, read from its loose ref file
+        without starting git (a deploy's commonest question); None when that file is not
+        there or holds no sha: then has_commit() asks git."""
+        try:
+            text = (self.cache_dir / "refs" / "remotes" / "origin" / branch).read_bytes()
+        except (OSError, ValueError):
+            return None
+        text = text.strip()
+        return text.decode() if _SHA_BYTES.match(text) else None
+
     def has_commit(self, commit: str) -> bool:
         if not self.cache_dir.exists():
             return False
@@ -243,6 +257,8 @@ class RemoteCache:
             index.unlink(missing_ok=True)
 
     def _fill(self, commit: str, dest: Path, depth: int) -> None:
+        if not may_need_filling(dest):
+            return  # spares `git ls-tree` of the whole tree, the export's costliest part
         entries = self.tree(commit)
         lfs.fill(self, commit, dest, entries)
         submodules.fill(self, commit, dest, entries, depth)

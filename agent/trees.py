@@ -69,6 +69,29 @@ def parse_ls_tree(out: bytes) -> list[Entry]:
     return entries
 
 
+def may_need_filling(root: Path) -> bool:
+    """Could the exported tree under root hold a submodule or a Git LFS file?
+
+    git stores no empty directories, so an empty one is a submodule (checkout-index writes a
+    gitlink as one); an LFS file needs a .gitattributes that says so, and without one git-lfs
+    would leave its pointer as it is, too. One scandir per directory, stopping at the first
+    sign; False means there is nothing to fill in.
+    """
+    pending = [os.fsencode(root)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            empty = True
+            for entry in entries:
+                empty = False
+                if entry.name == b".gitattributes":
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+            if empty:
+                return True
+    return False
+
+
 def check_links(root: Path) -> None:
     """Refuse a tree with a symlink that resolves outside root.
 

@@ -18,7 +18,7 @@ import pytest
 from agent.errors import HostError, RemoteError
 from agent.remote import RemoteCache
 from agent.selection import heads_patterns
-from tests.gitremote import GitRemote, SmartHttpGitServer
+from tests.gitremote import GitRemote, SmartHttpGitServer, run_git
 
 TIMEOUT = 20.0
 AUTH = ("deploy", "s3cret-pass-CANARY")
@@ -130,6 +130,35 @@ def test_fetch_over_smart_http_and_again_without_the_network(tmp_path, http_git,
     assert cache.has_commit(sha)
     http_git.stop()
     cache.fetch("dev1", sha)  # already there: no request, so no error
+
+
+def git_commands(caplog) -> list[str]:
+    """The git subcommands agent.proc ran, from its debug lines (`git -c … fetch …`)."""
+    words = [r.getMessage().split("`")[1].split() for r in caplog.records
+             if r.getMessage().startswith("`git ")]
+    return [next(w for w in argv[1:] if not w.startswith("-") and "=" not in w)
+            for argv in words]
+
+
+def test_a_fetch_checks_its_branch_by_the_ref_file_not_by_another_git(tmp_path, git_remote,
+                                                                      caplog):
+    caplog.set_level("DEBUG", logger="agent")
+    first = git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 first")
+    cache = cache_for(tmp_path, git_remote.url)
+    cache.fetch("dev1", first)
+    assert git_commands(caplog) == ["init", "cat-file", "fetch"]  # a new branch: git is asked
+    caplog.clear()
+    cache.fetch("dev1", first)  # the branch's ref already names it: nothing to run
+    assert git_commands(caplog) == []
+    second = git_remote.commit_and_push("dev1", {"index.html": "v2"}, "B101 second")
+    cache.fetch("dev1", second)  # the ref names another commit: fetched straight away
+    assert git_commands(caplog) == ["fetch"]
+    # A cache whose refs were packed (git gc) has no loose ref file: git is asked instead.
+    run_git(["--git-dir", str(cache.cache_dir), "pack-refs", "--all"])
+    third = git_remote.commit_and_push("dev1", {"index.html": "v3"}, "B102 third")
+    cache.fetch("dev1", third)
+    cache.fetch("dev1", first)
+    assert cache.has_commit(third) and cache.resolve("dev1") == third
 
 
 def test_fetch_of_a_commit_the_branch_no_longer_has(tmp_path, git_remote):

@@ -15,7 +15,7 @@ from agent.lfs import parse_pointer
 from agent.releases import Releases
 from agent.remote import RemoteCache
 from agent.submodules import resolve_url
-from agent.trees import TreeError, check_links
+from agent.trees import TreeError, check_links, may_need_filling
 from tests.gitremote import GitRemote, run_git
 
 NOW = datetime(2026, 11, 29, 3, 30, 0, 123456, tzinfo=timezone.utc)
@@ -255,6 +255,35 @@ def test_an_lfs_file_whose_object_is_gone_is_refused(tmp_path, git_remote):
     message = refused(tmp_path, git_remote)
     assert message.startswith("Git LFS objects cannot be fetched (")
     assert message.endswith(": media/hero.bin")
+
+
+def test_a_pointer_without_lfs_attributes_deploys_as_the_text_git_gives(tmp_path, git_remote):
+    # git-lfs smudges only what .gitattributes marks; a clone would show this text, too.
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{'ab' * 32}\nsize 3000\n"
+    git_remote.commit_and_push("dev1", {"index.hbs": "home", "media/hero.bin": pointer},
+                               "B102 a pointer committed by hand")
+    staging = stage(tmp_path, git_remote)
+    assert (staging / "media" / "hero.bin").read_text() == pointer
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"index.hbs": "f", "assets/css/a.css": "f"}, False),
+    ({"index.hbs": "f", "assets/.gitattributes": "*.bin filter=lfs"}, True),
+    ({"index.hbs": "f", "vendor/lib/": None}, True),  # empty: how a submodule is checked out
+    ({}, True),
+])
+def test_only_a_tree_with_a_submodule_or_attributes_may_need_filling(tmp_path, layout,
+                                                                     expected):
+    root = tmp_path / "tree"
+    root.mkdir()
+    for name, text in layout.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            path.mkdir()
+        else:
+            path.write_text(text)
+    assert may_need_filling(root) is expected
 
 
 # -- names that are not UTF-8 ------------------------------------------------------------------
