@@ -2,13 +2,9 @@
 
 A key's declaration (agent.config_values.key) gives its parse function (type, shape, range),
 its default as written in TOML, a one-line doc and, where needed, an example value or the
-systemd credential of a secret. From it come:
-
-- loading, in two phases (agent/config_load.py): every value on its own first, each problem
-  collected; then the rules that relate values, only on values that passed;
-- the error lines: `<file>: [table] key = <value shown safely>: <what is wrong>`;
-- the key documentation in agent.toml.example (agent/config_docs.py; tests/test_config_docs.py
-  checks that it documents every key and no other).
+systemd credential of a secret. From it come the loading (agent/config_load.py), with its
+problem lines `<file>: [table] key = <value shown safely>: <what is wrong>`, and the key
+documentation in agent.toml.example (agent/config_docs.py).
 
 To add a key: declare it in its dataclass below (a new table also goes into TABLES), run
 `python -m agent.config_docs > agent.toml.example`, and add a rule to config_load.py's phase
@@ -287,12 +283,7 @@ def declared_keys(cls: type) -> list[tuple[str, v.Key]]:
 
 def config_path(cli_value: str | None) -> Path:
     """--config, else $GHOST_AGENT_CONFIG, else /etc/ghost-agent/agent.toml."""
-    if cli_value:
-        return Path(cli_value)
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env)
-    return DEFAULT_CONFIG_PATH
+    return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
 def load_config(path: Path | str) -> Config:

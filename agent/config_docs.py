@@ -16,7 +16,7 @@ import textwrap
 from typing import Any
 
 from agent.config import DEFAULT_TABLES, REQUIRED_TABLES, TABLES, declared_keys
-from agent.config_values import REQUIRED, Key
+from agent.config_values import REQUIRED
 
 HEADER = """\
 # ghost-deploy-agent configuration: /etc/ghost-agent/agent.toml
@@ -42,23 +42,17 @@ def render_example() -> str:
         lines = [f"# {line}".rstrip() for line in inspect.cleandoc(cls.__doc__).splitlines()]
         header = f"[[{name}]]" if name == "checks" else f"[{name}]"
         lines.append(header if shown else f"# {header}")
-        for key_name, declared in declared_keys(cls):
-            lines += _key_lines(key_name, declared, table_shown=shown)
+        for key_name, key in declared_keys(cls):
+            has_default = key.default not in (REQUIRED, None)
+            lines += _line(key_name, key.default if has_default else key.example,
+                           f"default; {key.doc}" if has_default else key.doc,
+                           shown and key.default is not None)
+            if key.credential:
+                lines += _line(f"{key_name}_file", f"/etc/ghost-agent/{key.credential}",
+                               f"instead of {key_name}: a file holding it; or the systemd "
+                               f"credential {key.credential}", False)
         parts.append("\n".join(lines) + "\n" + AFTER.get(name, ""))
     return "\n".join(parts)
-
-
-def _key_lines(name: str, declared: Key, *, table_shown: bool) -> list[str]:
-    has_default = declared.default not in (REQUIRED, None)
-    value = declared.default if has_default else declared.example
-    doc = f"default; {declared.doc}" if has_default else declared.doc
-    shown = table_shown and declared.default is not None
-    lines = _line(name, value, doc, shown)
-    if declared.credential:
-        lines += _line(f"{name}_file", f"/etc/ghost-agent/{declared.credential}",
-                       f"instead of {name}: a file holding it; or the systemd credential "
-                       f"{declared.credential}", False)
-    return lines
 
 
 def _line(name: str, value: Any, doc: str, shown: bool) -> list[str]:

@@ -1,22 +1,18 @@
 """Loading agent.toml against the declarations in agent/config.py, in two phases.
 
 Any file gives a Config or a ConfigError listing every problem at once, one line each naming
-the file, the key and the value (shown safely), so that an operator fixes the file in one
-pass; never another exception. As borgmatic's config/validate.py does:
-
-1. each value on its own (_Table.read): its declared parse function checks its type, shape
-   and range. A value that fails is reported and kept out of phase two.
-2. the rules that relate values (a default taken from another key, paths that must not nest,
-   placeholders in check URLs, ...), run only on values that passed phase one
-   (_Table.passed), so a bad value is reported once and can never crash them.
+the file, the key and the value (shown safely); never another exception. As borgmatic's
+config/validate.py does, phase one checks each value on its own (its declared parse
+function); phase two, the rules that relate values, runs only on values that passed phase one
+(_Table.passed), so a bad value is reported once and can never crash them.
 
 Secrets (keys declared with a credential, and any key named like one) are never echoed; they
-and any credentials in a URL are registered with agent.redact so that no later log line can
-leak them either.
+and any credentials in a URL are registered with agent.redact, so no later log line leaks them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -40,8 +36,10 @@ from agent.config_values import (PLACEHOLDERS, REQUIRED, Invalid, Key, abs_path,
                                  plain)
 from agent.errors import ConfigError
 from agent.redact import MASK, redact, register_secret
+from agent.text import cut
 
 MAX_SECRET_BYTES = 64 * 1024  # a secret file larger than this is not a secret file
+_SECRET_FILE = Key(abs_path, "", default=None)  # <key>_file: the path of a file holding it
 _MASKED = json.dumps(MASK)
 _UNSHOWN = object()
 # Keys whose values are, or may well be, secrets: never echoed, even when they are bad (a
@@ -52,31 +50,79 @@ _SECRET_KEY = re.compile(
 
 def load(path: Path) -> Config:
     """agent.config.load_config: the Config, or ConfigError with every problem."""
-    problems = _Problems(path)
+    problems = _Problems()
     data = _read_toml(path, problems)
-    config = _build(path, data, problems) if data is not None else None
-    if config is None or problems.texts:
-        raise ConfigError(problems.lines())
-    return config
+    if data is None:
+        raise problems.error(path)
+    _unknown_tables(problems, data)
+    found = {name: _table(problems, data, name) for name in TABLES if name != "checks"}
+    check_tables = _check_tables(problems, data)
+
+    # Phase one: each value on its own; every problem is collected.
+    t = {name: table.read(TABLES[name]) for name, table in found.items() if table}
+    for table in check_tables or ():
+        table.read(CheckConfig)
+
+    # Phase two: the rules that relate values, each only on values that passed phase one.
+    inline = [f"{table.label} {name}" for table in t.values() for name in table.inline_secrets]
+    _git_remote(t["git"], inline)
+    _site_defaults(t["site"])
+    _deploy_paths(t["deploy"], t["agent"])
+    if "window" in t:
+        _window_spread(t["window"])
+    if "slack" in t:
+        _slack_needs(t["slack"])
+    if "fleet" in t:
+        _fleet_needs(t["fleet"], have_slack="slack" in t)
+    checks = _relate_checks(check_tables, t["site"])
+    if problems:
+        raise problems.error(path)
+    built = {name: TABLES[name](**t[name].values) if name in t else None for name in found}
+    return Config(path=path, checks=checks, warnings=_readable_secret_warnings(path, inline),
+                  **built)
+
+
+def _read_toml(path: Path, problems: _Problems) -> dict | None:
+    """The parsed document, or None with the one problem that stops it being read."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        problems.add(f"cannot read config: {exc.strerror or exc}")
+        return None
+    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # the BOM Windows editors write
+    try:
+        return tomllib.loads(raw[start:].decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        at = start + exc.start
+        line, column = raw.count(b"\n", 0, at) + 1, at - raw.rfind(b"\n", 0, at)
+        utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+        advice = "it looks like UTF-16: save it as UTF-8" if utf16 else "save the file as UTF-8"
+        problems.add(f"invalid TOML: not UTF-8 text at byte {at} (0x{raw[at]:02x}, line {line}, "
+                     f"column {column}): {advice}")
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)  # tomllib's messages name a position, never the text there
+        where = re.search(r"\(at line (\d+), column \d+\)", message)
+        problems.add(f"{f'line {where[1]}: ' if where else ''}invalid TOML: {message}")
+    except ValueError:  # int() refuses more than 4300 digits (sys.int_info)
+        problems.add("invalid TOML: a number too long to read")
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        problems.add("invalid TOML: arrays or inline tables nested too deeply")
+    return None
 
 
 # --------------------------------------------------------------------------- problem lines
 
 
-class _Problems:
-    """The problem lines of one file. A value in one is kept as a _Shown until lines() writes
-    them all, once every secret in the file is known: a token read from [slack] is masked in
-    a [site] line too, even where a long value is cut."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.texts: list[tuple[Any, ...]] = []
+class _Problems(list):
+    """The problem lines of one file, each as its parts. A value in one is kept as a _Shown
+    until error() writes the lines, once every secret in the file is known: a token read from
+    [slack] is masked in a [site] line too, even where a long value is cut."""
 
     def add(self, *parts: Any) -> None:
-        self.texts.append(parts)
+        self.append(parts)
 
-    def lines(self) -> list[str]:
-        return [f"{self.path}: {redact(''.join(map(str, parts)))}" for parts in self.texts]
+    def error(self, path: Path) -> ConfigError:
+        return ConfigError([f"{path}: {redact(''.join(map(str, parts)))}" for parts in self])
 
 
 class _Shown:
@@ -89,8 +135,7 @@ class _Shown:
 
 def _show(value: Any, limit: int = 80) -> str:
     """A value the way it would look in TOML, on one line, secrets masked, long ones cut."""
-    text = _toml(value, limit + 1)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(_toml(value, limit + 1), limit)
 
 
 def _toml(value: Any, room: int) -> str:
@@ -148,51 +193,15 @@ def _quote(text: str) -> str:
     return plain(json.dumps(text, ensure_ascii=False))
 
 
-# --------------------------------------------------------------------------- reading the file
-
-
-def _read_toml(path: Path, problems: _Problems) -> dict | None:
-    """The parsed document, or None with the one problem that stops it being read."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        problems.add(f"cannot read config: {exc.strerror or exc}")
-        return None
-    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # the BOM Windows editors write
-    try:
-        return tomllib.loads(raw[start:].decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problems.add(_not_utf8(raw, start + exc.start))
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)  # tomllib's messages name a position, never the text there
-        line = re.search(r"\(at line (\d+), column \d+\)", message)
-        problems.add(f"{f'line {line[1]}: ' if line else ''}invalid TOML: {message}")
-    except ValueError:  # int() refuses more than 4300 digits (sys.int_info)
-        problems.add("invalid TOML: a number too long to read")
-    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
-        problems.add("invalid TOML: arrays or inline tables nested too deeply")
-    return None
-
-
-def _not_utf8(raw: bytes, offset: int) -> str:
-    line = raw.count(b"\n", 0, offset) + 1
-    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
-    advice = "it looks like UTF-16: save it as UTF-8" if utf16 else "save the file as UTF-8"
-    return (f"invalid TOML: not UTF-8 text at byte {offset} (0x{raw[offset]:02x}, line {line}, "
-            f"column {column}): {advice}")
-
-
 # --------------------------------------------------------------------------- phase one
 
 
 class _Table:
     """One TOML table read against its declared keys, a problem recorded for each bad value.
 
-    read() gives each key's value, its default when absent, or None when it is bad or a
-    required key is missing: reading carries on so that every problem is found, and load()
-    raises before any half-built Config escapes. Keys that failed are remembered, so that
-    phase two can skip the rules that would read them.
+    read() sets each field (table[name]) to its key's value, its default when the key is
+    absent, or None when it is bad or missing: reading carries on so that every problem is
+    found. has(name): the file sets the key; passed(name): phase two may use its value.
     """
 
     def __init__(self, problems: _Problems, label: str, data: dict, *, quiet: bool = False):
@@ -200,20 +209,24 @@ class _Table:
         self.label = label  # "[git]", "[[checks]] #2"
         self.data = data
         self.quiet = quiet  # the whole table is missing or not a table: reported once already
+        self.values: dict[str, Any] = {}  # the dataclass's fields, filled in by read()
         self.seen: set[str] = set()
         self.failed: set[str] = set()
         self.inline_secrets: list[str] = []  # secrets written in agent.toml itself
 
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.values[name] = value
+
     def fail(self, name: str, message: str, value: Any = _UNSHOWN, *,
-             masked: bool | None = None) -> None:
-        """Report a problem with key `name` and its value, when given (masked when the key
-        is named like a secret, unless told); mark the key failed."""
+             masked: bool = False) -> None:
+        """Report a problem with key `name` and its value, when given; mark the key failed."""
         self.failed.add(name)
         if value is _UNSHOWN:
             self.problems.add(f"{self.label} {_show_key(name)}: {message}")
         else:
-            if masked is None:
-                masked = bool(_SECRET_KEY.search(name))
             shown = _MASKED if masked else _Shown(value)
             self.problems.add(f"{self.label} {_show_key(name)} = ", shown, f": {message}")
 
@@ -229,21 +242,20 @@ class _Table:
         """Did each of `names` pass phase one (a valid value, or absent with its default)?"""
         return not self.quiet and self.failed.isdisjoint(names)
 
-    def read(self, cls: type) -> dict[str, Any]:
-        """The field values of the dataclass `cls` from this table; unknown keys reported."""
-        values: dict[str, Any] = {}
+    def read(self, cls: type) -> _Table:
+        """Reads the fields of the dataclass `cls`; reports the keys it does not declare."""
         for name, declared in declared_keys(cls):
             value = (self._secret if declared.credential else self._value)(name, declared)
             if declared.into:  # one value, several fields (listen: host and port)
-                values.update(zip(declared.into, value or [None] * len(declared.into),
-                                  strict=True))
+                self.values.update(zip(declared.into, value or [None] * len(declared.into),
+                                       strict=True))
             else:
-                values[name] = value
+                self[name] = value
         for name in [name for name in self.data if name not in self.seen]:
             hint = difflib.get_close_matches(name[:100], sorted(self.seen), n=1)
             extra = f" (did you mean {hint[0]}?)" if hint else ""
             self.problems.add(f"{self.label} {_show_key(name)}: unknown key{extra}")
-        return values
+        return self
 
     def _value(self, name: str, declared: Key) -> Any:
         self.seen.add(name)
@@ -259,13 +271,13 @@ class _Table:
             return declared.parse(value)
         except Invalid as exc:
             part = value if exc.part is None else exc.part
-            self.fail(name, str(exc), part, masked=True if declared.credential else None)
+            masked = bool(declared.credential or _SECRET_KEY.search(name))
+            self.fail(name, str(exc), part, masked=masked)
             return None
 
     def _secret(self, name: str, declared: Key) -> Any:
         """A secret from `name`, from the file `name_file` names, or from its systemd
-        credential ($CREDENTIALS_DIRECTORY, LoadCredential=): its checked value, or None
-        when it is absent or bad (then reported)."""
+        credential ($CREDENTIALS_DIRECTORY, LoadCredential=)."""
         file_key = f"{name}_file"
         inline = self._value(name, dataclasses.replace(declared, default=None))
         path = self._value(file_key, _SECRET_FILE)
@@ -286,7 +298,7 @@ class _Table:
         try:
             value = _read_secret(source)
         except Invalid as exc:
-            self.fail(file_key, str(exc), str(source), masked=False)  # the path only
+            self.fail(file_key, str(exc), str(source))  # the path, not the secret
             return None
         register_secret(value)
         try:
@@ -299,8 +311,7 @@ class _Table:
 
     def _credential(self, name: str, credential: str) -> Path | None:
         """The systemd credential's file, when $CREDENTIALS_DIRECTORY holds it."""
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
+        if not (creds := os.environ.get("CREDENTIALS_DIRECTORY")):
             return None
         candidate = Path(creds) / credential
         try:
@@ -309,9 +320,6 @@ class _Table:
             self.fail(name, f"cannot read the systemd credential {_show(str(candidate))}: "
                             f"{exc.strerror}")
             return None
-
-
-_SECRET_FILE = Key(abs_path, "", default=None)  # <key>_file: the path of a file holding the secret
 
 
 def _read_secret(path: Path) -> str:
@@ -393,61 +401,32 @@ def _check_tables(problems: _Problems, data: dict) -> list[_Table] | None:
     return [_Table(problems, f"[[checks]] #{n}", item) for n, item in enumerate(value, 1)]
 
 
-# --------------------------------------------------------------------------- both phases
-
-
-def _build(path: Path, data: dict, problems: _Problems) -> Config:
-    _unknown_tables(problems, data)
-    t = {name: _table(problems, data, name) for name in TABLES if name != "checks"}
-    check_tables = _check_tables(problems, data)
-
-    # Phase one: each value on its own (type, shape, range); every problem is collected.
-    v = {name: table.read(TABLES[name]) if table else None for name, table in t.items()}
-    checks = [(table, table.read(CheckConfig)) for table in check_tables or ()]
-
-    # Phase two: the rules that relate values, each only on values that passed phase one.
-    inline = [f"{table.label} {name}" for table in t.values() if table
-              for name in table.inline_secrets]
-    if t["git"].passed("remote") and _has_credentials(v["git"]["remote"]):
-        inline.append("[git] remote")  # before [git] credentials go into it
-    _site_defaults(t["site"], v["site"])
-    _git_credentials(t["git"], v["git"])
-    _deploy_paths(t["deploy"], v["deploy"], t["agent"], v["agent"])
-    if t["window"]:
-        _window_spread(t["window"], v["window"])
-    if t["slack"]:
-        _slack_needs(t["slack"], v["slack"])
-    if t["fleet"]:
-        _fleet_needs(t["fleet"], v["fleet"], have_slack=t["slack"] is not None)
-    all_checks = _relate_checks(checks, check_tables is None, t["site"], v["site"])
-
-    built = {name: TABLES[name](**fields) if fields is not None else None
-             for name, fields in v.items()}
-    return Config(path=path, checks=all_checks, warnings=_readable_secret_warnings(path, inline),
-                  **built)
-
-
 # --------------------------------------------------------------------------- phase two
 # Each rule reads only keys that passed phase one (_Table.passed), so their values have the
-# types and ranges phase one promised; a key that failed was reported already. The values
-# are the dicts phase one gave, from which the dataclasses are built afterwards.
+# types and ranges phase one promised; a key that failed was reported already.
 
 
-def _site_defaults(t: _Table, site: dict) -> None:
-    if not t.has("ci_cd_dir") and t.passed("content_dir"):
+def _site_defaults(site: _Table) -> None:
+    if not site.has("ci_cd_dir") and site.passed("content_dir"):
         site["ci_cd_dir"] = site["content_dir"] / "files"
     # Ghost serves content/files/ at /content/files/; nginx may serve them at the root.
-    if not t.has("ci_cd_url") and t.passed("public_url"):
+    if not site.has("ci_cd_url") and site.passed("public_url"):
         site["ci_cd_url"] = f"{site['public_url']}/content/files"
 
 
-def _git_credentials(t: _Table, git: dict) -> None:
-    """Put "user:token" (or a bare token) into an https remote URL."""
-    if git["credentials"] is None or not t.passed("remote"):
+def _git_remote(git: _Table, inline: list[str]) -> None:
+    """An http(s) remote with credentials in its URL holds a secret; one without takes [git]
+    credentials: "user:token" (or a bare token)."""
+    if not git.passed("remote"):
         return
     parts = urlsplit(git["remote"])
-    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
-        t.fail("credentials", "only for an http(s) remote without credentials of its own")
+    http = parts.scheme in ("http", "https")
+    if http and "@" in parts.netloc:
+        inline.append("[git] remote")
+    if git["credentials"] is None:
+        return
+    if not http or "@" in parts.netloc:
+        git.fail("credentials", "only for an http(s) remote without credentials of its own")
         return
     user, _, password = git["credentials"].partition(":")
     userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
@@ -455,99 +434,89 @@ def _git_credentials(t: _Table, git: dict) -> None:
     git["remote"] = parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
 
 
-def _has_credentials(url: str) -> bool:
-    parts = urlsplit(url)  # a remote that passed phase one splits
-    return "@" in parts.netloc and parts.scheme in ("http", "https")
-
-
-def _deploy_paths(t: _Table, deploy: dict, agent_t: _Table, agent: dict) -> None:
+def _deploy_paths(deploy: _Table, agent: _Table) -> None:
     """releases_dir defaults to <state_dir>/releases; it and the live path must not nest (the
     live symlink is replaced and old releases are deleted: neither may hold the other)."""
-    if not t.has("releases_dir") and agent_t.passed("state_dir"):
+    if not deploy.has("releases_dir") and agent.passed("state_dir"):
         deploy["releases_dir"] = agent["state_dir"] / "releases"
     live, releases = deploy["path"], deploy["releases_dir"]
-    if not t.passed("path", "releases_dir") or releases is None:
+    if not deploy.passed("path", "releases_dir") or releases is None:
         return
     if live == Path("/"):
-        t.fail("path", "expected the path of the live symlink, not /", str(live))
-    elif live == releases or live.is_relative_to(releases):
-        t.fail("path", f"must not be inside releases_dir ({_show(str(releases))})", str(live))
+        deploy.fail("path", "expected the path of the live symlink, not /", str(live))
+    elif live.is_relative_to(releases):  # or the same path
+        deploy.fail("path", f"must not be inside releases_dir ({_show(str(releases))})", str(live))
     elif releases.is_relative_to(live):
-        t.fail("releases_dir", f"must not be inside path ({_show(str(live))})", str(releases))
+        deploy.fail("releases_dir", f"must not be inside path ({_show(str(live))})", str(releases))
 
 
-def _window_spread(t: _Table, window: dict) -> None:
+def _window_spread(window: _Table) -> None:
     spread, minutes = window["spread_minutes"], window["minutes"]
-    if t.passed("minutes", "spread_minutes") and spread and spread >= minutes:
-        t.fail("spread_minutes", f"must be shorter than the window (minutes = {minutes}), or "
-               "some hosts would start after it closed", spread)
+    if window.passed("minutes", "spread_minutes") and spread and spread >= minutes:
+        window.fail("spread_minutes", f"must be shorter than the window (minutes = {minutes}), "
+                    "or some hosts would start after it closed", spread)
 
 
-def _slack_needs(t: _Table, slack: dict) -> None:
+def _slack_needs(slack: _Table) -> None:
     """Which keys are there (not their values) says how Slack is reached."""
-    webhook = slack["webhook_url"] is not None or any(map(t.has, ("webhook_url",
-                                                                 "webhook_url_file")))
-    token = slack["token"] is not None or any(map(t.has, ("token", "token_file")))
+    webhook = slack["webhook_url"] is not None or any(map(slack.has, ("webhook_url",
+                                                                     "webhook_url_file")))
+    token = slack["token"] is not None or any(map(slack.has, ("token", "token_file")))
     if webhook and token:
-        t.fail("token", "set either webhook_url or token (with channel), not both")
+        slack.fail("token", "set either webhook_url or token (with channel), not both")
     elif not webhook and not token:
-        t.missing("webhook_url", "set webhook_url, or token and channel")
-    if token and not t.has("channel"):
-        t.missing("channel", "required when token is set")
+        slack.missing("webhook_url", "set webhook_url, or token and channel")
+    if token and not slack.has("channel"):
+        slack.missing("channel", "required when token is set")
 
 
-def _fleet_needs(t: _Table, fleet: dict, *, have_slack: bool) -> None:
-    if t.passed("at", "out_dir", "slack") and fleet["at"] is not None \
+def _fleet_needs(fleet: _Table, *, have_slack: bool) -> None:
+    if fleet.passed("at", "out_dir", "slack") and fleet["at"] is not None \
             and fleet["out_dir"] is None and not fleet["slack"]:
-        t.fail("at", "a daily report needs out_dir or slack = true")
-    if t.passed("slack") and fleet["slack"] and not have_slack:
-        t.fail("slack", "needs a [slack] table", True)
+        fleet.fail("at", "a daily report needs out_dir or slack = true")
+    if fleet.passed("slack") and fleet["slack"] and not have_slack:
+        fleet.fail("slack", "needs a [slack] table", True)
 
 
-def _relate_checks(checks: list[tuple[_Table, dict]], default: bool, site_t: _Table,
-                   site: dict) -> tuple[CheckConfig, ...]:
+def _relate_checks(checks: list[_Table] | None, site: _Table) -> tuple[CheckConfig, ...]:
     """The checks with their URLs filled in, each name used once; without [[checks]],
     GET {local_url}/ and GET {public_url}/."""
-    if default:
-        if not site_t.passed("local_url", "public_url"):
+    if checks is None:
+        if not site.passed("local_url", "public_url"):
             return ()
         return (CheckConfig("local", f"{site['local_url']}/"),
                 CheckConfig("public", f"{site['public_url']}/"))
     names: set[str] = set()
-    for t, check in checks:
-        if t.passed("name") and check["name"] in names:
-            t.fail("name", "duplicate check name", check["name"])
+    for check in checks:
+        if check.passed("name") and check["name"] in names:
+            check.fail("name", "duplicate check name", check["name"])
         names.add(check["name"])
-        if t.passed("url"):
-            check["url"] = _check_url(t, check["url"], site_t, site)
-    return tuple(CheckConfig(**check) for _, check in checks)
+        if check.passed("url"):
+            check["url"] = _check_url(check, site)
+    return tuple(CheckConfig(**check.values) for check in checks)
 
 
-def _check_url(t: _Table, template: str, site_t: _Table, site: dict) -> str | None:
+def _check_url(check: _Table, site: _Table) -> str | None:
     """The URL, {local_url} and {public_url} replaced, must be an http(s) URL."""
-    url = template
+    url = check["url"]
     for placeholder in PLACEHOLDERS:
         if placeholder in url:
-            if not site_t.passed(placeholder[1:-1]):  # reported under [site] already
+            if not site.passed(placeholder[1:-1]):  # reported under [site] already
                 return None
             url = url.replace(placeholder, site[placeholder[1:-1]])
     try:
         return check_url(url, allow_query=True)
     except Invalid as exc:
-        t.fail("url", str(exc), template)
+        check.fail("url", str(exc), check["url"])
         return None
 
 
 def _readable_secret_warnings(path: Path, inline: list[str]) -> tuple[str, ...]:
     """A file that holds a secret must not be readable by every user on the host."""
-    if not inline:
-        return ()
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return ()
-    if not mode & 0o004:
-        return ()
-    return (f"{path}: warning: {', '.join(inline)} holds a secret and the file is readable by "
-            f"everyone (mode {mode & 0o777:o}); chmod 640 it, or use the *_file keys or "
-            "systemd credentials",)
+    if inline:
+        with contextlib.suppress(OSError):
+            if (mode := path.stat().st_mode) & 0o004:
+                return (f"{path}: warning: {', '.join(inline)} holds a secret and the file is "
+                        f"readable by everyone (mode {mode & 0o777:o}); chmod 640 it, or use "
+                        "the *_file keys or systemd credentials",)
+    return ()

@@ -3,8 +3,7 @@ that agent/config.py's declarations name.
 
 A parse function takes a value as TOML gave it and returns it normalised (a Path, a float, a
 URL without its trailing "/") or raises Invalid saying what was expected. The problem line
-`<file>: [table] key = <value>: <message>` shows the value itself (masked when secret), so a
-message never quotes it.
+shows the value itself (masked when secret), so a message never quotes it.
 """
 
 from __future__ import annotations
@@ -26,6 +25,9 @@ from agent.redact import register_secret
 MAX_SECONDS = 86400.0  # a day: longer timeouts or poll intervals are typos
 RELEASE_SEPARATORS = "-/_."
 REQUIRED: Any = object()  # Key.default of a key the file must set
+PLACEHOLDERS = ("{local_url}", "{public_url}")
+# C0 and C1 controls and the Unicode line separators: each would break a line in a log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class Invalid(Exception):
@@ -66,12 +68,20 @@ def key(parse: Callable[[Any], Any], doc: str, *, default: Any = REQUIRED,
 
 def text(check: Callable[[str], Any]) -> Callable[[Any], Any]:
     """A string, then `check` on it (which normalises it or raises Invalid)."""
-    @functools.wraps(check)
     def parse(value: Any) -> Any:
         if not isinstance(value, str):
             raise Invalid("expected a string")
         return check(value)
     return parse
+
+
+def _fits(pattern: str, expected: str) -> Callable[[Any], str]:
+    """A string that `pattern` matches whole."""
+    def check(value: str) -> str:
+        if re.fullmatch(pattern, value):
+            return value
+        raise Invalid(expected)
+    return text(check)
 
 
 def whole(low: int, high: int) -> Callable[[Any], int]:
@@ -82,23 +92,19 @@ def whole(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _is_number(value: Any) -> bool:
-    # bools are ints in Python but not numbers in a config; inf and nan are not durations
-    # (and math.isfinite() cannot take an int too large for a float: every int is finite)
-    return not isinstance(value, bool) and (
-        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)))
+def _number(high: float, expected: str) -> Callable[[Any], float]:
+    """A number > 0 and <= high: not a bool (an int in Python), nor inf or nan. Every int is
+    finite (and math.isfinite() cannot take one too large for a float)."""
+    def parse(value: Any) -> float:
+        finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if finite and not isinstance(value, bool) and 0 < value <= high:
+            return float(value)
+        raise Invalid(expected)
+    return parse
 
 
-def seconds(value: Any) -> float:
-    if _is_number(value) and 0 < value <= MAX_SECONDS:
-        return float(value)
-    raise Invalid(f"expected a number of seconds > 0 and <= {MAX_SECONDS:g}")
-
-
-def share(value: Any) -> float:
-    if _is_number(value) and 0 < value <= 1:
-        return float(value)
-    raise Invalid("expected a number > 0 and <= 1, e.g. 1.0 or 0.8")
+seconds = _number(MAX_SECONDS, f"expected a number of seconds > 0 and <= {MAX_SECONDS:g}")
+share = _number(1, "expected a number > 0 and <= 1, e.g. 1.0 or 0.8")
 
 
 def boolean(value: Any) -> bool:
@@ -138,11 +144,11 @@ def url_list(*, required: bool) -> Callable[[Any], tuple[str, ...]]:
 
 def time_of_day(value: Any) -> datetime.time:
     """"HH:MM", or the same as a TOML time (start = 03:30:00)."""
-    if not isinstance(value, (str, datetime.time)):
-        raise Invalid("expected a string")
     if isinstance(value, datetime.time):
         if value.tzinfo is None and value.second == value.microsecond == 0:
             return value
+    elif not isinstance(value, str):
+        raise Invalid("expected a string")
     elif match := re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", value):  # \d would take "٠٣:٣٠"
         if int(match[1]) <= 23 and int(match[2]) <= 59:
             return datetime.time(int(match[1]), int(match[2]))
@@ -150,19 +156,6 @@ def time_of_day(value: Any) -> datetime.time:
 
 
 # --------------------------------------------------------------------------- strings
-# Each checks a string and returns it normalised, or raises Invalid(what was expected).
-
-# C0 and C1 controls and the Unicode line separators: each would break a line in a log
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _fits(pattern: str, expected: str) -> Callable[[Any], str]:
-    """A string that `pattern` matches whole."""
-    return text(lambda value: value if re.fullmatch(pattern, value) else _fail(expected))
-
-
-def _fail(expected: str) -> Any:
-    raise Invalid(expected)
 
 
 word = _fits(r"\S+", "expected one word without spaces")
@@ -235,9 +228,6 @@ def _register_url_credentials(url: str) -> None:
         register_secret(unquote(secret))
 
 
-PLACEHOLDERS = ("{local_url}", "{public_url}")
-
-
 @text
 def url_template(value: str) -> str:
     """A check URL before its placeholders are replaced (phase two makes it a URL)."""
@@ -285,8 +275,7 @@ def unit(value: str) -> str:
 
 def _branch_name_error(name: str) -> str | None:
     """Why git would refuse `name` as a branch name (git check-ref-format), or None."""
-    bad_char = re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name)
-    if bad_char:
+    if bad_char := re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name):
         return f"{bad_char.group()!r} is not allowed in a git branch name"
     rules = [
         (name in ("", "@"), 'a branch name cannot be empty or "@"'),
