@@ -234,7 +234,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         for warning in config.warnings:
             log.warning("%s", warning)
     if args.command == "check-config":
+        from agent.state import StateError, StateStore
+        from agent.status import reload_line
+
         print(f"{path}: ok")
+        if config.ghost.admin_api_key:  # what the key did the last time it was tried
+            try:
+                state = StateStore(config.agent.state_dir).load()  # read-only, as status
+            except StateError:
+                state = None  # the config is still fine: say so
+            print(f"reload: {reload_line(config, state)}")
         return ExitCode.OK
     if args.command == "status":
         from agent.status import render_status, status_dict

@@ -96,7 +96,7 @@ class DeployConfig:
 
 @dataclass(frozen=True)
 class GhostConfig:
-    """Ghost's systemd unit, restarted after each switch."""
+    """Ghost: its systemd unit, its theme validator and its Admin API."""
 
     unit: str = key(v.unit, "`systemctl restart UNIT` after a switch or rollback",
                     example="ghost_dev1-website-com.service")
@@ -104,6 +104,20 @@ class GhostConfig:
     verify_seconds: float = key(v.seconds, "time the checks get to pass after it", default=60)
     journal_lines: int = key(v.whole(0, 10000), "journal lines kept when a deploy fails",
                              default=30)
+    install_dir: Path | None = key(v.abs_path, "Ghost's code, where gscan is found; default: "
+                                   "from the unit's WorkingDirectory (Ghost-CLI's layout)",
+                                   default=None, example="/var/www/ghost/current")
+    validate: bool | None = key(v.boolean, "gscan checks each release before the switch; "
+                                "default: when gscan is found", default=None, example=True)
+    admin_api_key: str | None = key(v.admin_api_key, 'optional "id:secret": themes go live by '
+                                    "an Admin API activation instead of a restart (an "
+                                    "integration's key; an Administrator's staff access token "
+                                    "also uploads routes and redirects)", default=None,
+                                    credential="ghost-admin-api-key",
+                                    example="6489c4b5a1b2c3d4e5f60718:" + "0" * 32)
+    reload: str = key(v.reload_mode, '"auto": activate through the Admin API where it can, '
+                      'restart when package.json\'s config changes; "restart": always restart',
+                      default="auto")
 
 
 @dataclass(frozen=True)

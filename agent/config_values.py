@@ -165,6 +165,10 @@ nonempty = _fits(r"(?s)(?=.*\S)[^\x00-\x1f\x7f-\x9f\u2028\u2029]*",
 contains = _fits(r"(?s).+", "expected a non-empty string (or leave the key out)")
 url_path = _fits(r"/[^\s?#\x00-\x1f\x7f-\x9f]*",
                  "expected a URL path starting with /, without spaces, ? or #")
+admin_api_key = _fits(r"(?i)[0-9a-f]{1,64}:(?:[0-9a-f]{2}){16,64}", 'expected Ghost\'s Admin '
+                      'API key "id:secret" (hexadecimal, from Settings > Integrations, or an '
+                      "Administrator's staff access token)")
+reload_mode = _fits(r"auto|restart", 'expected "auto" or "restart"')
 webhook_secret = _fits(r"[^\s\x00-\x1f\x7f-\x9f]{16,}", "expected at least 16 characters without "
                        "spaces, e.g. from `openssl rand -hex 32`")
 

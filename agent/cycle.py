@@ -11,15 +11,17 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent import clock, failpoints, publish, selection, window
+from agent import clock, failpoints, publish, selection, validate, window
+from agent.activation import GoLive
 from agent.cards import release_cards
 from agent.checks import run_checks
 from agent.config import Config
 from agent.errors import CommandError, DeployError, HostError, RemoteError, TemporaryError
+from agent.ghost_admin import GhostAdmin, Rejected
 from agent.healing import Healing
 from agent.models import (Attempt, DeployRecord, Hold, Inflight, Pending, Quarantined, Release,
                           Retry, Seen, Target)
@@ -28,6 +30,7 @@ from agent.releases import Releases
 from agent.remote import RemoteCache
 from agent.service import GhostService
 from agent.state import State, StateStore
+from agent.validate import ValidationFailed, Validator
 
 log = logging.getLogger("agent")
 
@@ -36,6 +39,7 @@ PENDING_REASONS = ("waiting", "quarantined", "held", "canary", "retrying")
 # Problems Slack is told of (once per kind until they clear); a remote that is down for a
 # poll or two is only shown in `status`.
 ALERTED_KINDS = ("host", "internal", "publish", "live")
+ADMIN_TIMEOUT = 30.0  # seconds for one Admin API call (an activation takes 0.1-0.5 s)
 # An operator's command (deploy --ref, rollback, hold, release) waits this long for the step the
 # service is in (a poll, a deploy) to finish, instead of failing at once with exit 75.
 OPERATOR_LOCK_WAIT = 300  # seconds
@@ -67,7 +71,9 @@ class Agent(Healing):
     stop_requested: Callable[[], bool] = lambda: False
     sleep: Callable[[float], None] = time.sleep
     hostname: str = field(default_factory=socket.gethostname)  # spreads a fleet in the window
+    golive: GoLive | None = None  # None: restart Ghost (from_config sets the Admin API up)
     _canary_cache: tuple | None = field(default=None, repr=False)
+    _validator: tuple[Validator | None, str] | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, **kwargs) -> Agent:
@@ -76,16 +82,32 @@ class Agent(Healing):
             from agent import notifiers
 
             kwargs["notifier"] = notifiers.from_config(config)
+        ghost = GhostService(config.ghost.unit, config.ghost.restart_timeout_seconds,
+                             config.ghost.journal_lines)
+        key = config.ghost.admin_api_key
+        admin = GhostAdmin(config.site.local_url, config.site.public_url, key,
+                           ADMIN_TIMEOUT) if key else None
         return cls(
             config=config,
             store=StateStore(state_dir),
             remote=RemoteCache(state_dir / "cache" / "remote.git", config.git.remote,
                                config.git.timeout_seconds, config.git.ssh_key),
             releases=Releases(config.deploy.releases_dir, config.deploy.path),
-            ghost=GhostService(config.ghost.unit, config.ghost.restart_timeout_seconds,
-                               config.ghost.journal_lines),
+            ghost=ghost,
+            golive=GoLive(ghost, admin, config.deploy.path.name, config.ghost.reload),
             **kwargs,
         )
+
+    def validator(self) -> tuple[Validator | None, str]:
+        """(gscan's validator or None, one line saying which and where, or why it is off).
+        Found once, on first use: a poll with nothing to deploy never looks."""
+        if self._validator is None:
+            cfg = self.config.ghost
+            self._validator = validate.discover(cfg.install_dir, cfg.validate, cfg.unit,
+                                                self.ghost.working_directory,
+                                                self.config.agent.state_dir / "tmp")
+        return self._validator
+
 
     # -- the commands --------------------------------------------------------------------
     def once(self, trigger: str = "poll") -> Outcome:
@@ -180,7 +202,7 @@ class Agent(Healing):
                 raise DeployError("no previous release on disk to roll back to")
             started = self.now()
             self.releases.switch(Path(previous.dir))
-            ok, checks, error, journal = self._restart_and_verify()
+            ok, checks, error, journal = self._restart_and_verify(Path(current.dir))
             if ok:
                 state.releases.pop(0)
                 # The branch head would come straight back on the next poll otherwise.
@@ -189,7 +211,7 @@ class Agent(Healing):
                 outcome, live = "rolled_back", previous
             else:
                 self.releases.switch(Path(current.dir))
-                ok_again, _, _, _ = self._restart_and_verify()
+                ok_again, _, _, _ = self._restart_and_verify(Path(previous.dir))
                 error = f"previous release {previous.commit[:7]} did not verify ({error}); " + (
                     f"{current.commit[:7]} is live again" if ok_again
                     else f"{current.commit[:7]} is live again but does not verify either")
@@ -382,11 +404,15 @@ class Agent(Healing):
                                           lambda d: self.remote.export(target.commit, d))
             step = "build"
             self.releases.build(staging, cfg.deploy.build, cfg.deploy.build_timeout_seconds)
+            step = "validate"
+            attempt = self._validate(staging, attempt)
         except HostError as exc:
             self._discard(staging)
             self._host_fault(state, target, exc)
         except (DeployError, CommandError) as exc:
             self._discard(staging)
+            if isinstance(exc, ValidationFailed):
+                attempt = replace(attempt, validation=exc.validation.to_dict())
             error = f"{step} failed: {exc.message}"
             self._quarantine(state, target, error)
             self._passed(state, "host")
@@ -471,10 +497,33 @@ class Agent(Healing):
         self._save_quietly(state)
         raise exc
 
+    def _validate(self, staging: Path, attempt: Attempt) -> Attempt:
+        """gscan on the staged release, before anything goes live: its findings go into the
+        attempt. Raises ValidationFailed (fatal errors: the commit's fault) or HostError
+        (validate = true and gscan cannot run: tried again later)."""
+        validator, why = self.validator()
+        if validator is None:
+            if self.config.ghost.validate:
+                raise HostError(f"cannot validate: {why}")
+            return attempt
+        validation = validator.check(staging)
+        if not validation.ok:
+            raise ValidationFailed(validation)
+        return replace(attempt, validation=validation.to_dict())
+
     def _verify_or_roll_back(self, state: State, attempt: Attempt) -> DeployRecord:
         inflight = _inflight(state)
         target = attempt.target
-        ok, checks, error, journal = self._restart_and_verify()
+        try:
+            how = self._go_live(Path(inflight.previous_dir) if inflight.previous_dir else None)
+        except Rejected as exc:
+            return self._refused(state, attempt, exc)
+        except DeployError as exc:
+            ok, checks, error, journal = False, [], exc.message, self.ghost.journal_tail()
+        else:
+            attempt = replace(attempt, reload=how)
+            self._admin_said(state)
+            ok, checks, error, journal = self._verify()
         if ok:
             state.releases.insert(0, Release(target.commit, target.branch, target.version,
                                              inflight.dir, clock.iso(self.now())))
@@ -504,19 +553,52 @@ class Agent(Healing):
         failpoints.hit("during-switch-back")
         if previous_dir is None:
             return "failed", None, f"{error}; nothing to roll back to"
-        ok, _, rollback_error, _ = self._restart_and_verify()
+        ok, _, rollback_error, _ = self._restart_and_verify(Path(inflight.dir))
         if ok:
             return "rolled_back", inflight.previous_commit, error
         return ("failed", inflight.previous_commit,
                 f"{error}; the previous release does not verify either ({rollback_error})")
 
-    def _restart_and_verify(self) -> tuple[bool, list[dict], str | None, list[str]]:
-        """Restart Ghost and run the checks: (ok, check results, error, journal tail)."""
-        cfg = self.config
+    def _refused(self, state: State, attempt: Attempt, exc: Rejected) -> DeployRecord:
+        """Ghost refused to activate the new theme: it still serves the previous one, so the
+        live link goes back to it and nothing is restarted; the commit is quarantined."""
+        inflight = _inflight(state)
+        self.releases.switch(Path(inflight.previous_dir) if inflight.previous_dir else None)
+        self.releases.discard(Path(inflight.dir))
+        state.inflight = None
+        error = f"validate failed: {exc.message}"
+        self._quarantine(state, attempt.target, error)
+        return self._record(state, attempt, outcome="failed", step="validate", error=error,
+                            live_commit=attempt.previous_commit)
+
+    def _admin_said(self, state: State) -> None:
+        """What the Admin API key could do, the last time it was tried, in `status`."""
+        if self.golive is None or self.golive.admin is None:
+            return
+        if self.golive.admin_error:
+            self._problem(state, "admin", f"{self.golive.admin_error}: Ghost was restarted "
+                                          "instead of activating the theme")
+        elif self.golive.activated:
+            self._passed(state, "admin")
+
+    def _go_live(self, before: Path | None) -> str:
+        """Make Ghost serve the release the live link points at (`before`: what it served):
+        "activate" or "restart". Raises Rejected or DeployError (see activation.GoLive)."""
+        golive = self.golive or GoLive(self.ghost, None, self.releases.live_path.name)
+        return golive.go(self.releases.live(), before)
+
+    def _restart_and_verify(self, before: Path | None = None
+                            ) -> tuple[bool, list[dict], str | None, list[str]]:
+        """Make Ghost serve the live link's release and run the checks: (ok, check results,
+        error, journal tail). A theme Ghost refuses is a failure like a failed restart."""
         try:
-            self.ghost.restart()
+            self._go_live(before)
         except DeployError as exc:
             return False, [], exc.message, self.ghost.journal_tail()
+        return self._verify()
+
+    def _verify(self) -> tuple[bool, list[dict], str | None, list[str]]:
+        cfg = self.config
         results = run_checks(cfg.checks, cfg.site.local_url, cfg.site.public_url,
                              cfg.ghost.verify_seconds, sleep=self.sleep)
         failpoints.hit("during-checks")
@@ -574,6 +656,7 @@ class Agent(Healing):
             cards=attempt.cards, uncarded_commits=attempt.uncarded, checks=checks or [],
             error=error, site=self.config.site.name, live_commit=live_commit, step=step,
             journal_tail=journal or [], history_rewritten=attempt.rewritten,
+            validation=attempt.validation, reload=attempt.reload,
             duration_ms=int((finished - attempt.started).total_seconds() * 1000),
         )
         state.add_record(record, self.config.agent.history)

@@ -115,7 +115,7 @@ class Healing:
                                          f"and cannot be restored: {message}")
             self._save_quietly(state)
             return
-        ok, checks, error, journal = self._restart_and_verify()
+        ok, checks, error, journal = self._restart_and_verify(Path(state.releases[0].dir))
         self._passed(state, "live")
         self._record(state, attempt, outcome="deployed" if ok else "failed", checks=checks,
                      error=None if ok else f"restored the missing live release: {error}",

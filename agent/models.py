@@ -49,6 +49,8 @@ class Attempt:
     cards: list[str] = field(default_factory=list)
     uncarded: list[str] = field(default_factory=list)
     rewritten: bool = False  # the live commit is no longer an ancestor (force-push)
+    validation: dict[str, Any] | None = None  # gscan's findings (validate.Validation.to_dict)
+    reload: str | None = None  # how Ghost came to serve it: "activate" or "restart"
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class DeployRecord:
     journal_tail: list[str] = field(default_factory=list)
     history_rewritten: bool = False
     duration_ms: int | None = None
+    validation: dict[str, Any] | None = None  # gscan: {"validator", "checked_version", "fatal",
+    #                                           "warnings": [{"code", "rule", "files"}]}
+    reload: str | None = None  # "activate" (Admin API, no restart) or "restart"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -140,6 +140,16 @@ def _deploys(doc: dict) -> list[dict]:
 # --------------------------------------------------------------------------- ci-cd.txt
 
 
+def _validation(rec: dict) -> dict | None:
+    """The record's gscan findings as {"fatal": [...], "warnings": [...]} of dicts, or None
+    (a record from before validation, or from another agent, may hold anything)."""
+    value = rec.get("validation")
+    if not isinstance(value, dict):
+        return None
+    return {kind: [f for f in value.get(kind) or [] if isinstance(f, dict)]
+            if isinstance(value.get(kind), list) else [] for kind in ("fatal", "warnings")}
+
+
 def _txt_line(rec: dict, site: str) -> str:
     parts = [
         _utc(_when(rec)),
@@ -167,6 +177,11 @@ def _txt_line(rec: dict, site: str) -> str:
         parts.append(f"trigger={trigger}")
     if rec.get("history_rewritten"):
         parts.append("history=rewritten")
+    if rec.get("reload"):
+        parts.append(f"reload={one_line(rec.get('reload'))}")
+    validation = _validation(rec)
+    if validation:
+        parts.append(f"gscan={len(validation['fatal'])}fatal/{len(validation['warnings'])}warn")
     if rec.get("outcome") != "deployed" and rec.get("step"):
         parts.append(f"step={one_line(rec.get('step'))}")
     error = one_line(rec.get("error"))
@@ -366,6 +381,12 @@ def _html_deploy(rec: dict, index: int) -> str:
         items.append(("duration", _e(duration)))
     if rec.get("history_rewritten"):
         items.append(("history", '<span class="warn">rewritten (force-push)</span>'))
+    if rec.get("reload"):
+        items.append(("went live by", _e(rec.get("reload"))))
+    validation = _validation(rec)
+    if validation:
+        items.append(("gscan", f"{len(validation['fatal'])} fatal, "
+                               f"{len(validation['warnings'])} warnings"))
     if outcome != "deployed" and rec.get("step"):
         items.append(("step", _e(rec.get("step"))))
     if rec.get("live_commit"):
@@ -382,6 +403,12 @@ def _html_deploy(rec: dict, index: int) -> str:
         parts.append(_html_checks(checks))
     if rec.get("error"):
         parts.append(f'<p class="error">{_e(rec.get("error"))}</p>')
+    if validation and (validation["fatal"] or validation["warnings"]):
+        findings = [f"{kind}: {f.get('code')} {f.get('rule')} "
+                    f"({', '.join(map(str, f.get('files') or []))})"
+                    for kind in ("fatal", "warnings") for f in validation[kind]]
+        parts.append("<details><summary>gscan findings</summary>"
+                     f"<pre>{_e(chr(10).join(findings))}</pre></details>")
     journal = [line for line in rec.get("journal_tail") or [] if line is not None]
     if journal:
         parts.append(

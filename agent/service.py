@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from agent import failpoints, proc
 from agent.errors import CommandError, DeployError
@@ -29,6 +30,19 @@ class GhostService:
         state = status.stdout.strip() or status.stderr.strip()
         if status.returncode != 0 and state not in ("active", "activating", "reloading"):
             raise DeployError(f"{self.unit} is {state or 'not active'} after restart")
+
+    def working_directory(self) -> Path | None:
+        """The unit's WorkingDirectory (Ghost-CLI's site root, /var/www/<site>), or None."""
+        systemctl = shutil.which("systemctl")
+        if not systemctl:
+            return None
+        try:
+            out = proc.run([systemctl, "show", "-p", "WorkingDirectory", "--value", self.unit],
+                           timeout=15)
+        except CommandError:
+            return None
+        text = out.stdout.strip()
+        return Path(text) if text.startswith("/") else None
 
     def journal_tail(self) -> list[str]:
         """The unit's last journal lines, or [] where journalctl does not work."""

@@ -264,6 +264,13 @@ def build_message(record: DeployRecord, *, site: SiteConfig, cards: CardsConfig,
     elif record.step == "build":
         blocks.append(_section("*Checks* none ran (the build failed)"))
 
+    validation = record.validation or {}
+    warnings = [f for f in validation.get("warnings") or [] if isinstance(f, dict)]
+    if warnings:
+        codes = ", ".join(f"`{escape(str(f.get('code')))}`" for f in warnings[:MAX_LISTED])
+        more = len(warnings) - MAX_LISTED
+        blocks.append(_section(f"*gscan* {len(warnings)} warning(s): {codes}"
+                               + (f" and {more} more" if more > 0 else "")))
     if record.journal_tail:
         shown = min(len(record.journal_tail), JOURNAL_LINES)
         blocks.append(_section(f"*Journal* (last {shown} lines)\n"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from agent import clock, notifiers, window
+from agent import clock, notifiers, validate, window
 from agent.config import Config
-from agent.state import StateStore
+from agent.service import GhostService
+from agent.state import State, StateStore
 
 
 def status_dict(config: Config, now=None) -> dict[str, Any]:
@@ -43,7 +44,30 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "retry": _stored(state.retry),
         "last_webhook_at": state.last_webhook_at,
         "notify_problem": notifiers.from_config(config).problem(),
+        "validate": validate.discover(
+            config.ghost.install_dir, config.ghost.validate, config.ghost.unit,
+            GhostService(config.ghost.unit, 15).working_directory,
+            config.agent.state_dir / "tmp")[1],
+        "reload": reload_line(config, state),
     }
+
+
+def reload_line(config: Config, state: State | None = None) -> str:
+    """How a release reaches readers, in one line; with the state, what the Admin API key
+    did the last time it was tried."""
+    if config.ghost.reload == "restart":
+        return "restart ([ghost] reload = \"restart\")"
+    if not config.ghost.admin_api_key:
+        return "restart (no Admin API key: set [ghost] admin_api_key_file for activation)"
+    line = "activate the theme through the Admin API; restart when package.json's config changes"
+    if state is None:
+        return line
+    if "admin" in state.problems:
+        return f"{line}; the key FAILED: {state.problems['admin']}"
+    activated = next((r.get("finished_at") for r in state.history
+                      if r.get("reload") == "activate"), None)
+    return f"{line}; " + (f"the key activated a theme at {activated}" if activated
+                          else "the key has not been tried yet")
 
 
 def _stored(value: Any) -> dict[str, Any] | None:
@@ -94,6 +118,8 @@ def render_status(info: dict[str, Any]) -> str:
                      f"(attempt {retry.get('attempts')} met a host fault)")
     if info.get("last_webhook_at"):
         lines.append(f"webhook:  last accepted call at {info['last_webhook_at']}")
+    lines.append(f"validate: {info['validate']}")
+    lines.append(f"reload:   {info['reload']}")
     if info["notify_problem"]:
         lines.append(f"notify:   {info['notify_problem']}")
     return "\n".join(lines)

@@ -266,6 +266,7 @@ class AgentSite:
             unit = "ghost_dev1.service"
             verify_seconds = {s['verify_seconds']}
             restart_timeout_seconds = {s.get('restart_timeout', 20)}
+            {s.get('ghost_extra', '')}
             """) + self.extra_config)
 
     # -- running the agent ---------------------------------------------------------------

@@ -35,7 +35,10 @@ def test_first_deploy_goes_live_verified_and_recorded(host, git_remote):
     assert f"deployed dev1 {sha[:7]}" in result.stdout
     assert host.get("/") == (200, page("B101 hello"))
     assert host.restarts() == 1
-    assert host.systemctl.argvs()[0] == ["restart", "ghost_dev1.service"]
+    # Before it, only a look for gscan in the unit's WorkingDirectory (the validator)
+    assert host.systemctl.argvs()[:2] == [["show", "-p", "WorkingDirectory", "--value",
+                                           "ghost_dev1.service"],
+                                          ["restart", "ghost_dev1.service"]]
     doc = host.ci_cd()
     assert doc["current"]["commit"] == sha
     [record] = doc["deploys"]

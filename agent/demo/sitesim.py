@@ -15,6 +15,10 @@ What it mimics (see the measured facts about Ghost 5.130):
 - With a public URL, a request for another Host, or (https) without
   ``X-Forwarded-Proto: https``, gets a 301 to the public URL.
 - ``POST /__restart`` boots again (what the fake ``systemctl restart`` calls).
+- With ``admin_keys``, the Admin API's ``PUT /ghost/api/admin/themes/<name>/activate/``:
+  a JWT checked as Ghost checks it (HS256 with the key's secret, aud ``/admin/``, iat at
+  most 5 minutes old) or 401; another theme name or a broken theme answers 422 and the
+  copy served stays; else the theme is read again, without a boot.
 
 Run in the foreground with ``python -m agent.demo.sitesim --live PATH``.
 """
@@ -22,6 +26,10 @@ Run in the foreground with ``python -m agent.demo.sitesim --live PATH``.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
+import json
 import mimetypes
 import os
 import signal
@@ -152,6 +160,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(404, b"Not found\n")
 
+    def do_PUT(self) -> None:  # noqa: N802
+        site = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        site.requests.append(f"PUT {self.path}")
+        path = urlsplit(self.path).path
+        prefix, suffix = "/ghost/api/admin/themes/", "/activate/"
+        if not (site.admin_keys and path.startswith(prefix) and path.endswith(suffix)):
+            self._send(404, b"Not found\n")
+            return
+        if not site.authorized(self.headers.get("Authorization", "")):
+            self._json(401, {"errors": [{"type": "UnauthorizedError",
+                                         "message": "Authorization failed"}]})
+            return
+        name = path[len(prefix):-len(suffix)]
+        status, message = site.activate(name)
+        if status != 200:
+            self._json(status, {"errors": [{"type": "ValidationError", "message": message}]})
+            return
+        self._json(200, {"themes": [{"name": name, "active": True}]})
+
+    def _json(self, status: int, body: dict) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json")
+
     def _get(self, head_only: bool) -> None:
         site = self.server.owner
         site.requests.append(f"{self.command} {self.path}")
@@ -214,8 +247,13 @@ class SiteServer(BackgroundServer):
         public_url: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        admin_keys: list[str] | None = None,
     ) -> None:
         super().__init__(host, port)
+        # Admin API keys ("id:secret") the stand-in accepts; none: no Admin API at all.
+        self.admin_keys = {k.partition(":")[0]: bytes.fromhex(k.partition(":")[2])
+                           for k in admin_keys or []}
+        self.activations = 0
         self.live_path = Path(live_path)
         self.content_dir = Path(content_dir) if content_dir is not None else None
         self.public_url = public_url
@@ -240,6 +278,37 @@ class SiteServer(BackgroundServer):
         with self._lock:
             self._home = home
             self.boots += 1
+
+    def activate(self, name: str) -> tuple[int, str]:
+        """The Admin API's theme activation: (200, "") and the theme read again, or (422,
+        Ghost's reason) with the copy served left as it was."""
+        if name != self.theme_name:
+            return 422, f"{name} cannot be activated because it is not currently installed."
+        home = self._load_home()
+        if home[0] != 200:
+            return 422, f"Theme {name} is not valid: {home[1].decode().strip()}"
+        with self._lock:
+            self._home = home
+            self.activations += 1
+        return 200, ""
+
+    def authorized(self, header: str) -> bool:
+        """Is `header` "Ghost <JWT>" with a token Ghost would take (see the module doc)?"""
+        scheme, _, jwt = header.partition(" ")
+        try:
+            head, body, signature = jwt.split(".")
+            meta = json.loads(_unb64(head))
+            claims = json.loads(_unb64(body))
+            secret = self.admin_keys[meta["kid"]]
+            expected = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+            now = time.time()
+            return (scheme == "Ghost" and meta.get("alg") == "HS256"
+                    and hmac.compare_digest(expected, _unb64(signature))
+                    and claims.get("aud") == "/admin/"
+                    and now - 300 <= claims["iat"] <= now + 60
+                    and claims["exp"] - claims["iat"] <= 300)
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def home(self) -> tuple[int, bytes, str]:
         with self._lock:
@@ -266,6 +335,10 @@ class SiteServer(BackgroundServer):
             )
             return 400, msg.encode(), plain
         return 200, data, "text/html; charset=utf-8"
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _write_port_file(path: Path, port: int) -> None:
