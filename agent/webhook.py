@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import selectors
 import socket
 import threading
 import time
@@ -104,17 +106,31 @@ class WebhookListener:
         return str(host), int(port)
 
     def start(self) -> WebhookListener:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
-            "poll_interval": 0.1}, name="webhook", daemon=True)
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name="webhook", daemon=True)
         self._thread.start()
         log.info("webhook: listening on %s:%d%s", *self.address, self.path)
         return self
 
+    def _serve(self) -> None:
+        # Sleeps in select() until a call or stop(): no periodic wake-ups while idle
+        # (serve_forever's poll_interval costs idle CPU, or a slow stop).
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._stop_r in ready:
+                    return
+                self._server.handle_request()  # accepts the waiting call, a thread serves it
+
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
         if self._thread:
+            os.write(self._stop_w, b"x")
             self._thread.join(timeout=5)
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+        self._server.server_close()
 
     def _count(self, status: int) -> None:
         with self._answers_lock:
