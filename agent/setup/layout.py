@@ -26,7 +26,7 @@ JOURNAL_GROUP = "systemd-journal"
 
 #: The systemd credentials the agent reads from $CREDENTIALS_DIRECTORY (agent/config.py).
 CREDENTIALS = ("slack-webhook-url", "slack-token", "trello-key", "trello-token",
-               "git-credentials", "webhook-secret")
+               "git-credentials", "webhook-secret", "ghost-admin-api-key")
 #: Where they live on disk: systemd's credential store, /etc/credstore/ghost-agent.<name>.
 #: (LoadCredential=NAME:ghost-agent.NAME searches /etc/credstore, /run/credstore and
 #: /usr/lib/credstore, and is harmless when the file is absent; an absolute path would fail

@@ -63,6 +63,7 @@ from tests.e2e.ghost import (  # noqa: E402
     PrivateNet,
     Response,
     activate_theme,
+    add_custom_integration,
     call_in_netns,
     ensure_ghost_build,
     ghost_unit,
@@ -87,6 +88,7 @@ SSHD_UNIT = "e2e-sshd.service"
 SSHD_DIR = "/etc/ghost-agent-e2e/sshd"  # inside the guest: root-owned, 0755 parents
 #: The Slack webhook for the hardened unit, as docs/operators.md says: a systemd credential.
 CREDSTORE_WEBHOOK = "/etc/credstore/ghost-agent.slack-webhook-url"
+CREDSTORE_ADMIN_KEY = "/etc/credstore/ghost-agent.ghost-admin-api-key"
 FOOTER_PLACEHOLDER = "@@E2E-FOOTER@@"
 FOOTER_MARK = 'class="e2e-footer"'  # rendered by every release of the test theme
 THEME = "acme"
@@ -610,6 +612,8 @@ class Site:
             kit.write_theme(self.hand_installed, self.footer(0))
             self.theme_dir.symlink_to(self.hand_installed)
         activate_theme(self.site["db"], THEME)
+        if self.settings.get("admin_key"):
+            self.admin_key = add_custom_integration(self.site["db"], "ghost-deploy-agent")
         # Ghost-CLI's ownership: content belongs to ghost:ghost, directories 775, files 664.
         content = str(self.site["content"])
         self.g.run(["chown", "-R", f"{GHOST_USER}:{GHOST_USER}", content])
@@ -631,6 +635,14 @@ class Site:
             self.webhook_file = self.dir / "slack-webhook-url"
             self.webhook_file.write_text(webhook)
             self.webhook_file.chmod(0o600)
+        if self.settings.get("admin_key"):  # the agent's credential, as an operator gives it
+            if self.lab.agent_user != "root":
+                self.admin_key_file = Path(CREDSTORE_ADMIN_KEY)
+                self.g.write_file(CREDSTORE_ADMIN_KEY, self.admin_key + "\n", 0o600)
+            else:
+                self.admin_key_file = self.dir / "ghost-admin-api-key"
+                self.admin_key_file.write_text(self.admin_key + "\n")
+                self.admin_key_file.chmod(0o600)
         self.write_config()
         self.install()
 
@@ -644,6 +656,9 @@ class Site:
         ssh_key = f'ssh_key = "{self.lab.deploy_key}"\n' if self.transport == "ssh" else ""
         from_file = "" if self.lab.agent_user != "root" else \
             f'webhook_url_file = "{self.webhook_file}"\n'
+        if s.get("admin_key") and self.lab.agent_user == "root":
+            s["ghost_extra"] = (f'admin_api_key_file = "{self.admin_key_file}"\n'
+                                + s.get("ghost_extra", ""))
         slack = ("[slack]\n" + from_file + "timeout_seconds = 5\n") if s["slack"] else ""
         return textwrap.dedent(f"""\
             [site]
@@ -673,6 +688,7 @@ class Site:
             restart_timeout_seconds = 60
             verify_seconds = {s['verify_seconds']}
             journal_lines = 30
+            {s.get('ghost_extra', '')}
 
             [[checks]]
             name = "home"
@@ -715,6 +731,14 @@ class Site:
 
     def main_pid(self) -> int:
         return int(self.prop("MainPID") or 0)
+
+    def main_pid_of(self, unit: str) -> int:
+        return int(self.prop("MainPID", unit) or 0)
+
+    def agent_command(self, *args: str) -> str:
+        """`ghost-agent --config <this site's config> ARGS` as root in the guest: stdout."""
+        return self.g.run([str(self.lab.venv.ghost_agent), "--config", str(self.config_path),
+                           *args]).stdout
 
     def n_restarts(self) -> int:
         return int(self.prop("NRestarts") or 0)

@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -393,6 +394,28 @@ def active_theme(db: Path) -> str | None:
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
         row = conn.execute("SELECT value FROM settings WHERE key = 'active_theme'").fetchone()
     return row[0] if row else None
+
+
+def add_custom_integration(db: Path, name: str) -> str:
+    """What Settings > Integrations > "Add custom integration" stores (Ghost 5 and 6): a
+    custom integration with an admin key of the "Admin Integration" role. Returns the key as
+    Ghost shows it, "<id>:<secret>". Done in the database before Ghost starts, because
+    setting up an owner and signing in would only lead to the same rows."""
+    def object_id() -> str:  # Ghost's ids: 24 hex digits (a MongoDB ObjectId)
+        return secrets.token_hex(12)
+
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    key_id, secret, integration = object_id(), secrets.token_hex(32), object_id()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        owner = conn.execute("SELECT id FROM users ORDER BY created_at LIMIT 1").fetchone()[0]
+        role = conn.execute("SELECT id FROM roles WHERE name = 'Admin Integration'").fetchone()[0]
+        conn.execute("INSERT INTO integrations (id, type, name, slug, created_at, created_by) "
+                     "VALUES (?, 'custom', ?, ?, ?, ?)",
+                     (integration, name, name.lower().replace(" ", "-"), now, owner))
+        conn.execute("INSERT INTO api_keys (id, type, secret, role_id, integration_id, "
+                     "created_at, created_by) VALUES (?, 'admin', ?, ?, ?, ?, ?)",
+                     (key_id, secret, role, integration, now, owner))
+    return f"{key_id}:{secret}"
 
 
 def activate_theme(db: Path, theme_name: str) -> str | None:

@@ -1,0 +1,96 @@
+"""Releases readers never see fail (#12), on a real Ghost under systemd: gscan (the one inside
+the Ghost install, found from the Ghost unit's WorkingDirectory) stops a broken theme before
+the switch, and with an Admin API key (a custom integration's) a good theme goes live by
+activation, without a restart. A probe sends GET / every 20 ms all along and counts every
+answer that is not a 200."""
+
+# ruff: noqa: F811 - pytest fixtures imported from agent_host are test arguments of the same name
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.agent_host import (  # noqa: F401 - fixtures
+    Site,
+    lab,
+    log,
+    make_site,
+)
+
+pytestmark = pytest.mark.e2e
+
+MakeSite = Callable[..., Site]
+PROBE_SECONDS = 0.02
+
+
+class Probe:
+    """GET / every PROBE_SECONDS in a thread: how many answers, and which were not 200."""
+
+    def __init__(self, site: Site):
+        self.site = site
+        self.answers = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status = self.site.get("/").status
+            except Exception as exc:  # noqa: BLE001 - a refused connection is an answer too
+                status = type(exc).__name__
+            self.answers += 1
+            if status != 200:
+                self.failed.append(str(status))
+            time.sleep(PROBE_SECONDS)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: MakeSite
+                                                                      ) -> None:
+    site = make_site("dev1", admin_key=True)
+    kit = site.lab.kit
+    site.start_agent()
+    ghost_pid = site.main_pid_of(site.ghost_unit)
+
+    with Probe(site) as probe:
+        good = site.push("dev1", "dev1 footer B301 good", "B301: a good release")
+        record = site.wait_record(good.sha)
+        site.wait_footer(good.footer, timeout=30)
+        pushed_to_live = time.time() - good.at
+    log(f"figure: activation: push to live {pushed_to_live:.2f} s, {probe.answers} probes, "
+        f"{len(probe.failed)} not 200")
+    assert (record["outcome"], record["reload"]) == ("deployed", "activate"), record
+    assert record["validation"]["validator"] == "gscan" and record["validation"]["fatal"] == []
+    assert probe.failed == [] and probe.answers > 10
+    assert site.main_pid_of(site.ghost_unit) == ghost_pid  # Ghost was not restarted
+
+    for why, files, code in (
+            ("unclosed if", kit.broken_unclosed_if("dev1 footer B302 broken"), "GS005-TPL-ERR"),
+            ("no index", kit.broken_no_index("dev1 footer B303 broken"), "GS020-INDEX-REQ")):
+        with Probe(site) as probe:
+            broken = site.push("dev1", "never shown", f"B30x: {why}", files=files)
+            record = site.wait_record(broken.sha)
+            to_outcome = time.time() - broken.at
+        log(f"figure: broken theme ({why}): push to `failed` {to_outcome:.2f} s, "
+            f"{probe.answers} probes, {len(probe.failed)} not 200")
+        assert (record["outcome"], record["step"]) == ("failed", "validate"), record
+        assert code in record["error"], record["error"]
+        assert record["live_commit"] == good.sha
+        assert probe.failed == [], probe.failed
+        assert site.footer_shown() == good.footer
+        assert site.main_pid_of(site.ghost_unit) == ghost_pid
+
+    status = site.agent_command("status")
+    assert f"validate: gscan at {site.site['root']}/current/node_modules/gscan" in status, status
+    assert "the key activated a theme at" in status, status
