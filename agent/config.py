@@ -92,6 +92,13 @@ class DeployConfig:
         v.argv_lists, "commands run in the new release before it goes live, no shell, e.g. "
         '[["npm", "ci", "--omit=dev"], ["npm", "run", "build"]]', default=[])
     build_timeout_seconds: float = key(v.seconds, "limit for each build command", default=600)
+    routes: str | None = key(v.routes_file, "optional; the release's routes.yaml, uploaded to "
+                             "Ghost when it changes (needs [ghost] admin_api_key: an "
+                             "Administrator's staff access token)", default=None,
+                             example="routes.yaml")
+    redirects: str | None = key(v.redirects_file, "optional; the release's redirects.yaml or "
+                                ".json, uploaded the same way", default=None,
+                                example="redirects.yaml")
 
 
 @dataclass(frozen=True)

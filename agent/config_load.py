@@ -68,6 +68,7 @@ def load(path: Path) -> Config:
     _git_remote(t["git"], inline)
     _site_defaults(t["site"])
     _deploy_paths(t["deploy"], t["agent"])
+    _settings_need_a_key(t["deploy"], t["ghost"])
     if "window" in t:
         _window_spread(t["window"])
     if "slack" in t:
@@ -448,6 +449,15 @@ def _deploy_paths(deploy: _Table, agent: _Table) -> None:
         deploy.fail("path", f"must not be inside releases_dir ({_show(str(releases))})", str(live))
     elif releases.is_relative_to(live):
         deploy.fail("releases_dir", f"must not be inside path ({_show(str(live))})", str(releases))
+
+
+def _settings_need_a_key(deploy: _Table, ghost: _Table) -> None:
+    """routes and redirects go to Ghost through its Admin API: they need a key."""
+    for name in ("routes", "redirects"):
+        if deploy.passed(name) and deploy[name] is not None \
+                and ghost.passed("admin_api_key") and ghost["admin_api_key"] is None:
+            deploy.fail(name, "needs [ghost] admin_api_key (an Administrator's staff access "
+                        "token): Ghost takes it only through its Admin API", deploy[name])
 
 
 def _window_spread(window: _Table) -> None:

@@ -168,6 +168,11 @@ url_path = _fits(r"/[^\s?#\x00-\x1f\x7f-\x9f]*",
 admin_api_key = _fits(r"(?i)[0-9a-f]{1,64}:(?:[0-9a-f]{2}){16,64}", 'expected Ghost\'s Admin '
                       'API key "id:secret" (hexadecimal, from Settings > Integrations, or an '
                       "Administrator's staff access token)")
+routes_file = _fits(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f\x7f-\x9f]*\.ya?ml",
+                   'expected a .yaml file\'s path inside the release, e.g. "routes.yaml"')
+redirects_file = _fits(r"(?!/)(?!.*(?:^|/)\.\.(?:/|$))[^\x00-\x1f\x7f-\x9f]*\.(?:ya?ml|json)",
+                      'expected a .yaml or .json file\'s path inside the release, e.g. '
+                      '"redirects.yaml"')
 reload_mode = _fits(r"auto|restart", 'expected "auto" or "restart"')
 webhook_secret = _fits(r"[^\s\x00-\x1f\x7f-\x9f]{16,}", "expected at least 16 characters without "
                        "spaces, e.g. from `openssl rand -hex 32`")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent import clock, failpoints, publish, selection, validate, window
+from agent import clock, failpoints, publish, selection, site_settings, validate, window
 from agent.activation import GoLive
 from agent.cards import release_cards
 from agent.checks import run_checks
@@ -72,6 +72,7 @@ class Agent(Healing):
     sleep: Callable[[float], None] = time.sleep
     hostname: str = field(default_factory=socket.gethostname)  # spreads a fleet in the window
     golive: GoLive | None = None  # None: restart Ghost (from_config sets the Admin API up)
+    admin: GhostAdmin | None = None  # Ghost's Admin API, with [ghost] admin_api_key
     _canary_cache: tuple | None = field(default=None, repr=False)
     _validator: tuple[Validator | None, str] | None = field(default=None, repr=False)
 
@@ -95,6 +96,7 @@ class Agent(Healing):
             releases=Releases(config.deploy.releases_dir, config.deploy.path),
             ghost=ghost,
             golive=GoLive(ghost, admin, config.deploy.path.name, config.ghost.reload),
+            admin=admin,
             **kwargs,
         )
 
@@ -406,6 +408,8 @@ class Agent(Healing):
             self.releases.build(staging, cfg.deploy.build, cfg.deploy.build_timeout_seconds)
             step = "validate"
             attempt = self._validate(staging, attempt)
+            step = "settings"
+            attempt = self._upload_settings(staging, attempt)
         except HostError as exc:
             self._discard(staging)
             self._host_fault(state, target, exc)
@@ -511,6 +515,30 @@ class Agent(Healing):
             raise ValidationFailed(validation)
         return replace(attempt, validation=validation.to_dict())
 
+    def _upload_settings(self, release: Path, attempt: Attempt) -> Attempt:
+        """routes.yaml and redirects that changed since the live release go to Ghost, before
+        the switch (Ghost keeps its files when it refuses new ones). Raises Rejected,
+        DeployError (a configured file is missing) or HostError (see site_settings)."""
+        files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
+        if not files or self.admin is None:
+            return attempt
+        todo = site_settings.changed(files, release, self.releases.live())
+        site_settings.upload(self.admin, todo, release)
+        return replace(attempt, settings=[f.name for f in todo])
+
+    def _restore_settings(self, failed: Path, previous: Path) -> str | None:
+        """A rollback puts the previous release's routes and redirects back; why not, or None."""
+        files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
+        if not files or self.admin is None or not failed.is_dir():
+            return None
+        try:
+            site_settings.upload(self.admin, site_settings.changed(files, previous, failed),
+                                 previous)
+        except (DeployError, HostError) as exc:
+            log.error("cannot put the previous routes or redirects back: %s", exc.message)
+            return exc.message
+        return None
+
     def _verify_or_roll_back(self, state: State, attempt: Attempt) -> DeployRecord:
         inflight = _inflight(state)
         target = attempt.target
@@ -553,6 +581,9 @@ class Agent(Healing):
         failpoints.hit("during-switch-back")
         if previous_dir is None:
             return "failed", None, f"{error}; nothing to roll back to"
+        unrestored = self._restore_settings(Path(inflight.dir), Path(previous_dir))
+        if unrestored:
+            error = f"{error}; the previous settings files are not back: {unrestored}"
         ok, _, rollback_error, _ = self._restart_and_verify(Path(inflight.dir))
         if ok:
             return "rolled_back", inflight.previous_commit, error
@@ -564,6 +595,8 @@ class Agent(Healing):
         live link goes back to it and nothing is restarted; the commit is quarantined."""
         inflight = _inflight(state)
         self.releases.switch(Path(inflight.previous_dir) if inflight.previous_dir else None)
+        if inflight.previous_dir:
+            self._restore_settings(Path(inflight.dir), Path(inflight.previous_dir))
         self.releases.discard(Path(inflight.dir))
         state.inflight = None
         error = f"validate failed: {exc.message}"
@@ -656,7 +689,7 @@ class Agent(Healing):
             cards=attempt.cards, uncarded_commits=attempt.uncarded, checks=checks or [],
             error=error, site=self.config.site.name, live_commit=live_commit, step=step,
             journal_tail=journal or [], history_rewritten=attempt.rewritten,
-            validation=attempt.validation, reload=attempt.reload,
+            validation=attempt.validation, reload=attempt.reload, settings=attempt.settings,
             duration_ms=int((finished - attempt.started).total_seconds() * 1000),
         )
         state.add_record(record, self.config.agent.history)

@@ -51,6 +51,7 @@ class Attempt:
     rewritten: bool = False  # the live commit is no longer an ancestor (force-push)
     validation: dict[str, Any] | None = None  # gscan's findings (validate.Validation.to_dict)
     reload: str | None = None  # how Ghost came to serve it: "activate" or "restart"
+    settings: list[str] = field(default_factory=list)  # routes/redirects files uploaded
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class DeployRecord:
     validation: dict[str, Any] | None = None  # gscan: {"validator", "checked_version", "fatal",
     #                                           "warnings": [{"code", "rule", "files"}]}
     reload: str | None = None  # "activate" (Admin API, no restart) or "restart"
+    settings: list[str] = field(default_factory=list)  # routes/redirects files uploaded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -179,6 +179,9 @@ def _txt_line(rec: dict, site: str) -> str:
         parts.append("history=rewritten")
     if rec.get("reload"):
         parts.append(f"reload={one_line(rec.get('reload'))}")
+    settings = [one_line(x) for x in rec.get("settings") or [] if isinstance(x, str)]
+    if settings:
+        parts.append("settings=" + ",".join(settings))
     validation = _validation(rec)
     if validation:
         parts.append(f"gscan={len(validation['fatal'])}fatal/{len(validation['warnings'])}warn")
@@ -383,6 +386,9 @@ def _html_deploy(rec: dict, index: int) -> str:
         items.append(("history", '<span class="warn">rewritten (force-push)</span>'))
     if rec.get("reload"):
         items.append(("went live by", _e(rec.get("reload"))))
+    settings = [x for x in rec.get("settings") or [] if isinstance(x, str)]
+    if settings:
+        items.append(("settings uploaded", _e(", ".join(settings))))
     validation = _validation(rec)
     if validation:
         items.append(("gscan", f"{len(validation['fatal'])} fatal, "

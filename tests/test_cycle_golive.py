@@ -184,3 +184,93 @@ def test_without_gscan_validation_is_off_and_status_says_why(host, git_remote):
     assert host.ci_cd()["deploys"][0]["validation"] is None
     assert "validate: off: gscan was not found under the WorkingDirectory of " \
            "ghost_dev1.service; set [ghost] install_dir" in host.call("status").stdout
+
+
+# -- routes.yaml and redirects from the repository ------------------------------------------
+
+STAFF = "7489c4b5a1b2c3d4e5f60719:" + "ef" * 32
+ROUTES = "routes:\n  /about/: about\n"
+
+
+def with_settings(host: AgentSite, key: str = STAFF) -> None:
+    kid, _, secret = STAFF.partition(":")
+    host.site.admin_keys = {kid: bytes.fromhex(secret)}
+    host.site.staff_keys = {kid}
+    key_file = host.root / "admin-key"
+    key_file.write_text(key + "\n")
+    host.write_config(ghost_extra=f'admin_api_key_file = "{key_file}"')
+    host.extra_config = ""
+    text = host.config_path.read_text().replace(
+        "[ghost]", 'routes = "site/routes.yaml"\nredirects = "site/redirects.json"\n\n[ghost]')
+    host.config_path.write_text(text)
+
+
+def settings_push(git_remote, text: str, routes: str = ROUTES,
+                  redirects: str = '[{"from": "/a/", "to": "/b/"}]', **more) -> str:
+    return git_remote.commit_and_push("dev1", {"index.html": page(text),
+                                               "site/routes.yaml": routes,
+                                               "site/redirects.json": redirects, **more},
+                                      f"{text}: change")
+
+
+def test_changed_settings_files_go_to_ghost_and_unchanged_ones_do_not(host, git_remote):
+    with_settings(host)
+    settings_push(git_remote, "B401 first")
+    assert host.call("once").returncode == 0
+    assert host.site.settings_files == {"routes": ROUTES.encode(),
+                                        "redirects": b'[{"from": "/a/", "to": "/b/"}]'}
+    record = host.ci_cd()["deploys"][0]
+    assert record["settings"] == ["site/routes.yaml", "site/redirects.json"]
+    new_routes = ROUTES + "  /team/: team\n"
+    settings_push(git_remote, "B402 second", routes=new_routes)
+    host.site.settings_files.clear()
+    assert host.call("once").returncode == 0
+    assert host.site.settings_files == {"routes": new_routes.encode()}  # redirects unchanged
+    assert host.ci_cd()["deploys"][0]["settings"] == ["site/routes.yaml"]
+    assert "settings=site/routes.yaml" in host.ci_cd_txt()
+
+
+def test_routes_ghost_refuses_fail_the_release_before_anything_changes(host, git_remote):
+    with_settings(host)
+    first = settings_push(git_remote, "B403 first")
+    assert host.call("once").returncode == 0
+    restarts = host.restarts()
+    bad = settings_push(git_remote, "B404 tab", routes="routes:\n\t/x/: x\n")
+    assert host.call("once").returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert (record["outcome"], record["step"]) == ("failed", "settings")
+    assert "upload routes.yaml: Ghost answered 400" in record["error"]
+    assert host.site.settings_files["routes"] == ROUTES.encode()  # Ghost kept its file
+    assert host.live_target().name.endswith(first[:12]) and host.restarts() == restarts
+    assert bad in host.state()["quarantine"]
+
+
+def test_a_key_that_may_not_upload_settings_waits_and_says_why(host, git_remote):
+    with_settings(host, key=KEY)  # an integration's key: themes only
+    host.site.admin_keys[KEY.partition(":")[0]] = bytes.fromhex(KEY.partition(":")[2])
+    settings_push(git_remote, "B405 x")
+    result = host.call("once")
+    assert result.returncode == 75
+    assert "Ghost answered 403" in result.stderr and "staff access token" in result.stderr
+    assert host.live_target() is None
+
+
+def test_a_rollback_puts_the_previous_settings_back(host, git_remote):
+    with_settings(host)
+    settings_push(git_remote, "B406 first")
+    assert host.call("once").returncode == 0
+    host.site.fail_with = 500  # the new release will not verify
+    settings_push(git_remote, "B407 second", routes=ROUTES + "  /new/: new\n")
+    result = host.call("once")
+    host.site.fail_with = None
+    assert result.returncode == 1
+    assert host.ci_cd()["deploys"][0]["outcome"] == "failed"  # nothing verifies while 500
+    assert host.site.settings_files["routes"] == ROUTES.encode()  # the previous one is back
+
+
+def test_settings_files_need_an_admin_api_key(host):
+    text = host.config_path.read_text().replace("[ghost]", 'routes = "routes.yaml"\n\n[ghost]')
+    host.config_path.write_text(text)
+    result = host.call("check-config")
+    assert result.returncode == 78
+    assert '[deploy] routes = "routes.yaml": needs [ghost] admin_api_key' in result.stderr

@@ -9,6 +9,7 @@ import hmac
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,50 @@ def test_the_key_is_masked_wherever_it_shows(ghost):
     admin(ghost)
     secret = KEY.partition(":")[2]
     assert secret not in redact(f"boom {KEY} and {secret}")
+
+
+# -- routes and redirects (a staff token) ---------------------------------------------------
+
+STAFF = "7489c4b5a1b2c3d4e5f60719:" + "ef" * 32
+
+
+@pytest.fixture
+def staff_ghost(tmp_path):
+    live = tmp_path / "themes" / "acme"
+    live.parent.mkdir()
+    server = SiteServer(live, public_url=PUBLIC, admin_keys=[KEY], staff_keys=[STAFF]).start()
+    yield server
+    server.stop()
+
+
+def settings_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_staff_token_uploads_routes_and_redirects(staff_ghost, tmp_path):
+    routes = "routes:\n  /about/: about\ncollections:\n  /: {permalink: '/{slug}/'}\n"
+    admin(staff_ghost, STAFF).upload_routes(settings_file(tmp_path, "routes.yaml", routes))
+    redirects = '[{"from": "/old/", "to": "/new/", "permanent": true}]'
+    admin(staff_ghost, STAFF).upload_redirects(settings_file(tmp_path, "r.json", redirects))
+    assert staff_ghost.settings_files == {"routes": routes.encode(),
+                                          "redirects": redirects.encode()}
+
+
+def test_an_integrations_key_may_not_upload_settings(staff_ghost, tmp_path):
+    with pytest.raises(AdminError) as info:
+        admin(staff_ghost).upload_routes(settings_file(tmp_path, "routes.yaml", "routes:\n"))
+    assert info.value.status == 403 and not isinstance(info.value, Rejected)
+    assert staff_ghost.settings_files == {}
+
+
+@pytest.mark.parametrize("name, text", [("routes.yaml", "routes:\n\t/x/: x\n"),
+                                        ("redirects.json", "[{not json")])
+def test_a_file_ghost_cannot_read_is_rejected_and_the_old_one_stays(staff_ghost, tmp_path,
+                                                                    name, text):
+    client = admin(staff_ghost, STAFF)
+    upload = client.upload_routes if name.startswith("routes") else client.upload_redirects
+    with pytest.raises(Rejected, match=rf"upload {name}: Ghost answered 400: Could not parse"):
+        upload(settings_file(tmp_path, name, text))
+    assert staff_ghost.settings_files == {}

@@ -18,7 +18,11 @@ What it mimics (see the measured facts about Ghost 5.130):
 - With ``admin_keys``, the Admin API's ``PUT /ghost/api/admin/themes/<name>/activate/``:
   a JWT checked as Ghost checks it (HS256 with the key's secret, aud ``/admin/``, iat at
   most 5 minutes old) or 401; another theme name or a broken theme answers 422 and the
-  copy served stays; else the theme is read again, without a boot.
+  copy served stays; else the theme is read again, without a boot. ``POST
+  .../settings/routes/yaml/`` (field ``routes``) and ``.../redirects/upload/`` (field
+  ``redirects``) take a file from a ``staff_keys`` key only (else 403), refuse another field
+  or a file YAML or JSON cannot read (a tab in YAML, bad JSON: 400) and keep the last one
+  taken in ``settings_files``.
 
 Run in the foreground with ``python -m agent.demo.sitesim --live PATH``.
 """
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import json
@@ -151,14 +157,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         site = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         site.requests.append(f"POST {self.path}")
-        if urlsplit(self.path).path == "/__restart":
+        path = urlsplit(self.path).path
+        if path == "/__restart":
             site.boot()
             self._send(200, b"restarted\n")
             return
-        self._send(404, b"Not found\n")
+        kind = _SETTINGS.get(path)
+        if kind is None or not site.admin_keys:
+            self._send(404, b"Not found\n")
+            return
+        kid = site.authorized(self.headers.get("Authorization", ""))
+        if kid is None:
+            self._json(401, {"errors": [{"message": "Authorization failed"}]})
+        elif kid not in site.staff_keys:
+            self._json(403, {"errors": [{"type": "NoPermissionError", "message":
+                                         "You do not have permission to perform this action"}]})
+        else:
+            status, message = site.take_settings(kind, self.headers.get("Content-Type", ""),
+                                                 body)
+            self._json(status, {"errors": [{"message": message}]} if message else {kind: []})
 
     def do_PUT(self) -> None:  # noqa: N802
         site = self.server.owner
@@ -171,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not (site.admin_keys and path.startswith(prefix) and path.endswith(suffix)):
             self._send(404, b"Not found\n")
             return
-        if not site.authorized(self.headers.get("Authorization", "")):
+        if site.authorized(self.headers.get("Authorization", "")) is None:
             self._json(401, {"errors": [{"type": "UnauthorizedError",
                                          "message": "Authorization failed"}]})
             return
@@ -248,11 +267,16 @@ class SiteServer(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = 0,
         admin_keys: list[str] | None = None,
+        staff_keys: list[str] | None = None,
     ) -> None:
         super().__init__(host, port)
-        # Admin API keys ("id:secret") the stand-in accepts; none: no Admin API at all.
+        # Admin API keys ("id:secret") the stand-in accepts; none: no Admin API at all. An
+        # integration's key activates themes; a staff token may also upload settings files.
+        keys = [*(admin_keys or []), *(staff_keys or [])]
         self.admin_keys = {k.partition(":")[0]: bytes.fromhex(k.partition(":")[2])
-                           for k in admin_keys or []}
+                           for k in keys}
+        self.staff_keys = {k.partition(":")[0] for k in staff_keys or []}
+        self.settings_files: dict[str, bytes] = {}
         self.activations = 0
         self.live_path = Path(live_path)
         self.content_dir = Path(content_dir) if content_dir is not None else None
@@ -292,8 +316,30 @@ class SiteServer(BackgroundServer):
             self.activations += 1
         return 200, ""
 
-    def authorized(self, header: str) -> bool:
-        """Is `header` "Ghost <JWT>" with a token Ghost would take (see the module doc)?"""
+    def take_settings(self, kind: str, content_type: str, body: bytes) -> tuple[int, str]:
+        """An upload of routes or redirects: (200, "") and the file kept, or (400, why)."""
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        files = {part.get_param("name", header="content-disposition"): part
+                 for part in message.iter_parts()} if message.is_multipart() else {}
+        part = files.get(kind)
+        if part is None:
+            return 400, f"Please select a file to upload as the field {kind!r}."
+        data, name = part.get_payload(decode=True) or b"", part.get_filename() or ""
+        try:
+            if name.endswith(".json"):
+                json.loads(data)
+            elif b"\t" in data or not data.strip():
+                raise ValueError("YAMLException: tabs are not allowed in YAML")
+        except ValueError as exc:
+            return 400, f"Could not parse {name}: {exc}"
+        with self._lock:
+            self.settings_files[kind] = data
+        return 200, ""
+
+    def authorized(self, header: str) -> str | None:
+        """The key id, when `header` is "Ghost <JWT>" with a token Ghost would take (see the
+        module doc); else None."""
         scheme, _, jwt = header.partition(" ")
         try:
             head, body, signature = jwt.split(".")
@@ -302,13 +348,14 @@ class SiteServer(BackgroundServer):
             secret = self.admin_keys[meta["kid"]]
             expected = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
             now = time.time()
-            return (scheme == "Ghost" and meta.get("alg") == "HS256"
+            good = (scheme == "Ghost" and meta.get("alg") == "HS256"
                     and hmac.compare_digest(expected, _unb64(signature))
                     and claims.get("aud") == "/admin/"
                     and now - 300 <= claims["iat"] <= now + 60
                     and claims["exp"] - claims["iat"] <= 300)
         except (ValueError, KeyError, TypeError):
-            return False
+            return None
+        return meta["kid"] if good else None
 
     def home(self) -> tuple[int, bytes, str]:
         with self._lock:
@@ -335,6 +382,10 @@ class SiteServer(BackgroundServer):
             )
             return 400, msg.encode(), plain
         return 200, data, "text/html; charset=utf-8"
+
+
+_SETTINGS = {"/ghost/api/admin/settings/routes/yaml/": "routes",
+             "/ghost/api/admin/redirects/upload/": "redirects"}
 
 
 def _unb64(text: str) -> bytes:
