@@ -106,7 +106,7 @@ class Agent(Healing):
         if self._validator is None:
             cfg = self.config.ghost
             self._validator = validate.discover(cfg.install_dir, cfg.validate, cfg.unit,
-                                                self.ghost.working_directory,
+                                                self.ghost.working_directory, self.ghost.node,
                                                 self.config.agent.state_dir / "tmp")
         return self._validator
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -33,16 +34,27 @@ class GhostService:
 
     def working_directory(self) -> Path | None:
         """The unit's WorkingDirectory (Ghost-CLI's site root, /var/www/<site>), or None."""
+        text = self._show("WorkingDirectory")
+        return Path(text) if text.startswith("/") else None
+
+    def node(self) -> str | None:
+        """The node program the unit runs Ghost with (ExecStart's `path=`), or None when it
+        does not start with node: gscan then runs on the Ghost's own node."""
+        found = re.search(r"\bpath=(/\S+)", self._show("ExecStart"))
+        if found and Path(found[1]).name.startswith("node"):
+            return found[1]
+        return None
+
+    def _show(self, prop: str) -> str:
+        """`systemctl show -p PROP --value UNIT`, or "" when it cannot say."""
         systemctl = shutil.which("systemctl")
         if not systemctl:
-            return None
+            return ""
         try:
-            out = proc.run([systemctl, "show", "-p", "WorkingDirectory", "--value", self.unit],
-                           timeout=15)
+            out = proc.run([systemctl, "show", "-p", prop, "--value", self.unit], timeout=15)
         except CommandError:
-            return None
-        text = out.stdout.strip()
-        return Path(text) if text.startswith("/") else None
+            return ""
+        return out.stdout.strip()
 
     def journal_tail(self) -> list[str]:
         """The unit's last journal lines, or [] where journalctl does not work."""

@@ -44,12 +44,16 @@ def status_dict(config: Config, now=None) -> dict[str, Any]:
         "retry": _stored(state.retry),
         "last_webhook_at": state.last_webhook_at,
         "notify_problem": notifiers.from_config(config).problem(),
-        "validate": validate.discover(
-            config.ghost.install_dir, config.ghost.validate, config.ghost.unit,
-            GhostService(config.ghost.unit, 15).working_directory,
-            config.agent.state_dir / "tmp")[1],
+        "validate": _validate_line(config),
         "reload": reload_line(config, state),
     }
+
+
+def _validate_line(config: Config) -> str:
+    ghost = GhostService(config.ghost.unit, 15)
+    return validate.discover(config.ghost.install_dir, config.ghost.validate, config.ghost.unit,
+                             ghost.working_directory, ghost.node,
+                             config.agent.state_dir / "tmp")[1]
 
 
 def reload_line(config: Config, state: State | None = None) -> str:

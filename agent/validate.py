@@ -183,15 +183,16 @@ def find_node() -> str | None:
 
 
 def discover(install_dir: Path | None, validate: bool | None, unit: str,
-             working_directory: Callable[[], Path | None], tmp_dir: Path
-             ) -> tuple[Validator | None, str]:
+             working_directory: Callable[[], Path | None], unit_node: Callable[[], str | None],
+             tmp_dir: Path) -> tuple[Validator | None, str]:
     """The validator [ghost] asks for: (a Validator or None, one line for `status` saying
     where gscan is, or why validation is off or missing). validate: the key's value (None:
-    when gscan is found); working_directory: asked only without install_dir."""
+    when gscan is found); working_directory: asked only without install_dir; unit_node: the
+    node the Ghost unit runs (gscan runs on it), else node from PATH."""
     if validate is False:
         return None, "off ([ghost] validate = false)"
     package = find_gscan(install_dir, None if install_dir else working_directory())
-    node = find_node()
+    node = (unit_node() or find_node()) if package else None
     if package is None:
         where = (f"[ghost] install_dir {install_dir}" if install_dir else
                  f"the WorkingDirectory of {unit}; set [ghost] install_dir")
@@ -199,5 +200,5 @@ def discover(install_dir: Path | None, validate: bool | None, unit: str,
     elif node is None:
         why = "node is not on PATH"
     else:
-        return Validator(package, node, tmp_dir), f"gscan at {package}"
+        return Validator(package, node, tmp_dir), f"gscan at {package} (node {node})"
     return None, ("missing: " if validate else "off: ") + why
