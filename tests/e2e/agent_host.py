@@ -304,10 +304,10 @@ class GhostKit:
             target.write_bytes(data)
 
 
-def make_ghost_kit(workdir: Path) -> GhostKit:
-    """Build (or reuse) Ghost, boot it once outside systemd in a private network to create a
-    database, and read the test theme's files."""
-    ghost_dir = ensure_ghost_build()
+def make_ghost_kit(workdir: Path, major: str = "5") -> GhostKit:
+    """Build (or reuse) Ghost `major`, boot it once outside systemd in a private network to
+    create a database, and read the test theme's files."""
+    ghost_dir = ensure_ghost_build(major=major)
     workdir.mkdir(parents=True, exist_ok=True)
     theme_dir = make_theme(ghost_dir, workdir / "theme-template", footer_text=FOOTER_PLACEHOLDER,
                            name=THEME)
@@ -909,11 +909,22 @@ def require_lab() -> None:
 
 @dataclass(frozen=True)
 class Session:
-    """What every lab of this process shares: the run directory, the agent's venv, Ghost."""
+    """What every lab of this process shares: the run directory, the agent's venv, and a
+    Ghost kit per Ghost major (each made on first use)."""
 
     run_dir: Path
     venv: AgentVenv
-    kit: GhostKit
+    kits: dict[str, GhostKit] = field(default_factory=dict)
+
+    @property
+    def kit(self) -> GhostKit:
+        return self.kit_for("5")
+
+    def kit_for(self, major: str) -> GhostKit:
+        if major not in self.kits:
+            suffix = "" if major == "5" else f"-{major}"
+            self.kits[major] = make_ghost_kit(self.run_dir / f"ghost-kit{suffix}", major)
+        return self.kits[major]
 
 
 _session: list[Session] = []
@@ -924,8 +935,7 @@ def session() -> Session:
     if not _session:
         run_dir = new_run_dir()
         venv = build_agent_venv(run_dir / "venv")
-        kit = make_ghost_kit(run_dir / "ghost-kit")
-        _session.append(Session(run_dir, venv, kit))
+        _session.append(Session(run_dir, venv))
     return _session[0]
 
 
@@ -937,7 +947,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     require_lab()
     shared = session()
     root = shared.run_dir / f"lab-{request.module.__name__.rsplit('.', 1)[-1]}"
-    with Lab(root, shared.venv, shared.kit) as the_lab:
+    major = getattr(request.module, "GHOST_MAJOR", "5")  # a module may ask for Ghost 6
+    with Lab(root, shared.venv, shared.kit_for(major)) as the_lab:
         yield the_lab
 
 

