@@ -64,6 +64,7 @@ from tests.e2e.ghost import (  # noqa: E402
     Response,
     activate_theme,
     add_custom_integration,
+    add_staff_token,
     call_in_netns,
     ensure_ghost_build,
     ghost_unit,
@@ -612,7 +613,9 @@ class Site:
             kit.write_theme(self.hand_installed, self.footer(0))
             self.theme_dir.symlink_to(self.hand_installed)
         activate_theme(self.site["db"], THEME)
-        if self.settings.get("admin_key"):
+        if self.settings.get("admin_key") == "staff":
+            self.admin_key = add_staff_token(self.site["db"])
+        elif self.settings.get("admin_key"):
             self.admin_key = add_custom_integration(self.site["db"], "ghost-deploy-agent")
         # Ghost-CLI's ownership: content belongs to ghost:ghost, directories 775, files 664.
         content = str(self.site["content"])
@@ -682,6 +685,7 @@ class Site:
             keep = {s['keep']}
             build = {s['build']}
             build_timeout_seconds = 120
+            {s.get('deploy_extra', '')}
 
             [ghost]
             unit = "{self.ghost_unit}"

@@ -462,6 +462,20 @@ def add_custom_integration(db: Path, name: str) -> str:
     return f"{key_id}:{secret}"
 
 
+def add_staff_token(db: Path) -> str:
+    """What an Administrator's "Staff access token" (Your profile) stores, for the site's
+    owner, marked active as a finished setup leaves them (Ghost takes a staff token only
+    from an active user). Returns "<id>:<secret>"."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    key_id, secret = secrets.token_hex(12), secrets.token_hex(32)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        owner = conn.execute("SELECT id FROM users ORDER BY created_at LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE users SET status = 'active' WHERE id = ?", (owner,))
+        conn.execute("INSERT INTO api_keys (id, type, secret, user_id, created_at, created_by) "
+                     "VALUES (?, 'admin', ?, ?, ?, ?)", (key_id, secret, owner, now, owner))
+    return f"{key_id}:{secret}"
+
+
 def activate_theme(db: Path, theme_name: str) -> str | None:
     """Set the site's active theme in its SQLite database; returns the previous one.
 

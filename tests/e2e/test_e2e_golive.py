@@ -94,3 +94,45 @@ def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: 
     status = site.agent_command("status")
     assert f"validate: gscan at {site.site['root']}/current/node_modules/gscan" in status, status
     assert "the key activated a theme at" in status, status
+
+
+ROUTES = """routes:
+  /about-us/:
+    template: page
+collections:
+  /:
+    permalink: /{slug}/
+    template: index
+taxonomies:
+  tag: /tag/{slug}/
+  author: /author/{slug}/
+"""
+REDIRECTS = '[{"from": "^/old-page/$", "to": "/about-us/", "permanent": true}]'
+
+
+def test_e2e_routes_and_redirects_from_the_repository_reach_ghost(make_site: MakeSite) -> None:
+    site = make_site("dev1", admin_key="staff",
+                     deploy_extra='routes = "routes.yaml"\nredirects = "redirects.json"')
+    kit = site.lab.kit
+    site.start_agent()
+    assert site.get("/about-us/").status == 404  # Ghost's own routes know no such page
+
+    files = {**kit.theme_text("dev1 footer B401"), "routes.yaml": ROUTES,
+             "redirects.json": REDIRECTS}
+    first = site.push("dev1", "dev1 footer B401", "B401: routes and redirects", files=files)
+    record = site.wait_record(first.sha)
+    assert record["outcome"] == "deployed", record
+    assert record["settings"] == ["routes.yaml", "redirects.json"], record
+    assert site.get("/about-us/").status == 200
+    moved = site.get("/old-page/")
+    assert moved.status == 301 and moved.headers["location"].endswith("/about-us/"), moved
+
+    # Routes Ghost cannot read: the release fails before anything changes.
+    bad = site.push("dev1", "dev1 footer B402", "B402: a tab in routes.yaml",
+                    files={**files, "index.hbs": kit.theme_text("x")["index.hbs"],
+                           "routes.yaml": ROUTES.replace("  /about-us/:", "\t/about-us/:")})
+    record = site.wait_record(bad.sha)
+    assert (record["outcome"], record["step"]) == ("failed", "settings"), record
+    assert "upload routes.yaml: Ghost answered 400" in record["error"], record["error"]
+    assert site.get("/about-us/").status == 200  # Ghost kept the routes it had
+    assert site.footer_shown() == "dev1 footer B401"
