@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -842,6 +843,38 @@ class Site:
 
 
 @dataclass
+class ReaderProbe:
+    """A reader: GET / every `every` seconds in a thread, counting the answers and keeping
+    every one that was not a 200 (a refused connection counts as one). A context manager."""
+
+    def __init__(self, site: Site, every: float = 0.02):
+        self.site = site
+        self.every = every
+        self.answers = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status: int | str = self.site.get("/").status
+            except Exception as exc:  # noqa: BLE001 - a refused connection is an answer too
+                status = type(exc).__name__
+            self.answers += 1
+            if status != 200:
+                self.failed.append(str(status))
+            time.sleep(self.every)
+
+    def __enter__(self) -> ReaderProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 class PushTiming:
     """One push measured from the outside: the host's clock for the push and the first view of
     the new footer; journald's receive times of the agent's, systemd's and Ghost's lines for the

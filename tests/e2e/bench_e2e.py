@@ -11,6 +11,12 @@
   failed verification (bounded by verify_seconds) and the way back (switch, restart, verify).
 * the agent's RSS while idle under systemd (psutil inside the guest, after some idle polls),
   and Ghost's for scale.
+* readers (--readers, #12): per Ghost major (--ghost 5,6), a reader probing GET / every
+  20 ms through each kind of release: a good theme by restart, the same by activation through
+  the Admin API, and broken themes (an unclosed {{#if}}, index.hbs removed) stopped by gscan;
+  for contrast a broken theme without gscan (validate = false), caught by the checks after a
+  restart and rolled back. Each row: answers that were not 200 out of all probes, and push ->
+  live (the new footer served) or push -> the recorded outcome.
 * --tier: the wall time of `pytest tests/e2e -k e2e_` (warm: Ghost's build cached); the cold
   figure adds the cached build's own build time (from its marker), which is not redone here.
 
@@ -37,6 +43,7 @@ from tests.e2e.agent_host import (  # noqa: E402
     POLL_SECONDS,
     VERIFY_SECONDS,
     Lab,
+    ReaderProbe,
     first_entry,
     journal_entries,
     rss_kib,
@@ -112,6 +119,47 @@ def bench_pushes(lab: Lab, pushes: int) -> None:
         site.stop_all()
 
 
+def bench_readers(lab: Lab, major: str) -> list[str]:
+    """The reader-facing table rows of one Ghost major (see the module doc)."""
+    site = lab.new_site("dev1", admin_key=True)
+    kit = lab.kit
+    rows = []
+
+    def release(what: str, how: str, ghost_extra: str, files: dict | None, footer: str) -> None:
+        site.write_config(ghost_extra=ghost_extra)
+        lab.g.systemctl("reload", AGENT_UNIT)  # SIGHUP: the agent reads its config again
+        time.sleep(1.5)
+        with ReaderProbe(site) as probe:
+            pushed = site.push("dev1", footer, f"B8{len(rows):02d}: {what}", files=files)
+            record = site.wait_record(pushed.sha, timeout=180)
+            if record["outcome"] == "deployed":
+                site.wait_footer(footer, timeout=60, step=0.02)
+            took = time.time() - pushed.at
+            time.sleep(1)  # what readers get right after
+        end = "live" if record["outcome"] == "deployed" else record["outcome"]
+        rows.append(f"| {major}.x | {what} | {how} | {len(probe.failed)} of {probe.answers} "
+                    f"({', '.join(sorted(set(probe.failed))) or 'none'}) | push → {end} "
+                    f"{took:.2f} s |")
+
+    try:
+        site.start_agent()
+        site.push("dev1", "dev1 footer B800 warm-up", "B800: warm-up")
+        site.wait_footer("dev1 footer B800 warm-up", timeout=120)
+        time.sleep(2)
+        release("good theme", "restart", 'reload = "restart"', None, "dev1 footer B801")
+        release("good theme", "activation", "", None, "dev1 footer B802")
+        release("unclosed {{#if}}", "gscan, before the switch", "",
+                kit.broken_unclosed_if("dev1 footer B803"), "dev1 footer B803")
+        release("index.hbs removed", "gscan, before the switch", "",
+                kit.broken_no_index("dev1 footer B804"), "dev1 footer B804")
+        release("unclosed {{#if}}", "no gscan: restart, checks, rollback",
+                'validate = false\nreload = "restart"',
+                kit.broken_unclosed_if("dev1 footer B805"), "dev1 footer B805")
+    finally:
+        site.stop_all()
+    return rows
+
+
 def bench_tier() -> None:
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -130,6 +178,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pushes", type=int, default=7)
     parser.add_argument("--tier", action="store_true", help="also time the whole e2e tier")
+    parser.add_argument("--readers", action="store_true",
+                        help="only the readers' table (failed requests per kind of release)")
+    parser.add_argument("--ghost", default="5,6", help="Ghost majors for --readers")
     args = parser.parse_args()
     ok, reason = guest_supported()
     if not ok:
@@ -137,6 +188,20 @@ def main() -> int:
         return 2
     started = time.monotonic()
     shared = session()
+    if args.readers:
+        rows = []
+        for major in args.ghost.split(","):
+            kit = shared.kit_for(major.strip())
+            with Lab(shared.run_dir / f"readers-{major}-{os.getpid()}", shared.venv, kit) as lab:
+                rows += bench_readers(lab, major.strip())
+        out(f"GET / every 20 ms through each release (poll_seconds={POLL_SECONDS}, "
+            f"verify_seconds={VERIFY_SECONDS}):")
+        out("| Ghost | release | went live by | answers not 200 (of all) | time |")
+        out("|---|---|---|---|---|")
+        for row in rows:
+            out(row)
+        out(f"bench wall time: {time.monotonic() - started:.0f} s")
+        return 0
     out(f"session: venv {shared.venv.seconds:.1f} s, Ghost database "
         f"{shared.kit.template_seconds:.1f} s, run dir {shared.run_dir}")
     with Lab(shared.run_dir / f"bench-{os.getpid()}", shared.venv, shared.kit) as lab:

@@ -7,13 +7,13 @@ answer that is not a 200."""
 # ruff: noqa: F811 - pytest fixtures imported from agent_host are test arguments of the same name
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.agent_host import (  # noqa: F401 - fixtures
+    ReaderProbe,
     Site,
     lab,
     log,
@@ -23,39 +23,6 @@ from tests.e2e.agent_host import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.e2e
 
 MakeSite = Callable[..., Site]
-PROBE_SECONDS = 0.02
-
-
-class Probe:
-    """GET / every PROBE_SECONDS in a thread: how many answers, and which were not 200."""
-
-    def __init__(self, site: Site):
-        self.site = site
-        self.answers = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status = self.site.get("/").status
-            except Exception as exc:  # noqa: BLE001 - a refused connection is an answer too
-                status = type(exc).__name__
-            self.answers += 1
-            if status != 200:
-                self.failed.append(str(status))
-            time.sleep(PROBE_SECONDS)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: MakeSite
                                                                       ) -> None:
     site = make_site("dev1", admin_key=True)
@@ -63,7 +30,7 @@ def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: 
     site.start_agent()
     ghost_pid = site.main_pid_of(site.ghost_unit)
 
-    with Probe(site) as probe:
+    with ReaderProbe(site) as probe:
         good = site.push("dev1", "dev1 footer B301 good", "B301: a good release")
         record = site.wait_record(good.sha)
         site.wait_footer(good.footer, timeout=30)
@@ -78,7 +45,7 @@ def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: 
     for why, files, code in (
             ("unclosed if", kit.broken_unclosed_if("dev1 footer B302 broken"), "GS005-TPL-ERR"),
             ("no index", kit.broken_no_index("dev1 footer B303 broken"), "GS020-INDEX-REQ")):
-        with Probe(site) as probe:
+        with ReaderProbe(site) as probe:
             broken = site.push("dev1", "never shown", f"B30x: {why}", files=files)
             record = site.wait_record(broken.sha)
             to_outcome = time.time() - broken.at
