@@ -453,13 +453,19 @@ def add_custom_integration(db: Path, name: str) -> str:
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         owner = conn.execute("SELECT id FROM users ORDER BY created_at LIMIT 1").fetchone()[0]
         role = conn.execute("SELECT id FROM roles WHERE name = 'Admin Integration'").fetchone()[0]
-        conn.execute("INSERT INTO integrations (id, type, name, slug, created_at, created_by) "
-                     "VALUES (?, 'custom', ?, ?, ?, ?)",
-                     (integration, name, name.lower().replace(" ", "-"), now, owner))
-        conn.execute("INSERT INTO api_keys (id, type, secret, role_id, integration_id, "
-                     "created_at, created_by) VALUES (?, 'admin', ?, ?, ?, ?, ?)",
-                     (key_id, secret, role, integration, now, owner))
+        _insert(conn, "integrations", id=integration, type="custom", name=name,
+                slug=name.lower().replace(" ", "-"), created_at=now, created_by=owner)
+        _insert(conn, "api_keys", id=key_id, type="admin", secret=secret, role_id=role,
+                integration_id=integration, created_at=now, created_by=owner)
     return f"{key_id}:{secret}"
+
+
+def _insert(conn: sqlite3.Connection, table: str, **row: object) -> None:
+    """INSERT the row's values for the columns the table has (Ghost 6 dropped created_by)."""
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    names = [name for name in row if name in have]
+    conn.execute(f"INSERT INTO {table} ({', '.join(names)}) "
+                 f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
 
 
 def add_staff_token(db: Path) -> str:
@@ -471,8 +477,8 @@ def add_staff_token(db: Path) -> str:
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         owner = conn.execute("SELECT id FROM users ORDER BY created_at LIMIT 1").fetchone()[0]
         conn.execute("UPDATE users SET status = 'active' WHERE id = ?", (owner,))
-        conn.execute("INSERT INTO api_keys (id, type, secret, user_id, created_at, created_by) "
-                     "VALUES (?, 'admin', ?, ?, ?, ?)", (key_id, secret, owner, now, owner))
+        _insert(conn, "api_keys", id=key_id, type="admin", secret=secret, user_id=owner,
+                created_at=now, created_by=owner)
     return f"{key_id}:{secret}"
 
 
