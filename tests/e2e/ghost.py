@@ -463,8 +463,8 @@ def add_custom_integration(db: Path, name: str) -> str:
 def _insert(conn: sqlite3.Connection, table: str, **row: object) -> None:
     """INSERT the row's values for the columns the table has (Ghost 6 dropped created_by)."""
     have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-    names = [name for name in row if name in have]
-    conn.execute(f"INSERT INTO {table} ({', '.join(names)}) "
+    names = [name for name in row if name in have]  # the table's own column names only
+    conn.execute(f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608
                  f"VALUES ({', '.join('?' for _ in names)})", [row[n] for n in names])
 
 
