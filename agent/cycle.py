@@ -15,13 +15,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent import clock, failpoints, publish, selection, site_settings, validate, window
+from agent import clock, failpoints, publish, selection, window
 from agent.activation import GoLive
 from agent.cards import release_cards
-from agent.checks import run_checks
 from agent.config import Config
 from agent.errors import CommandError, DeployError, HostError, RemoteError, TemporaryError
 from agent.ghost_admin import GhostAdmin, Rejected
+from agent.going_live import GoingLive
 from agent.healing import Healing
 from agent.models import (Attempt, DeployRecord, Hold, Inflight, Pending, Quarantined, Release,
                           Retry, Seen, Target)
@@ -60,7 +60,7 @@ class Outcome:
 
 
 @dataclass
-class Agent(Healing):
+class Agent(GoingLive, Healing):
     config: Config
     store: StateStore
     remote: RemoteCache
@@ -99,17 +99,6 @@ class Agent(Healing):
             admin=admin,
             **kwargs,
         )
-
-    def validator(self) -> tuple[Validator | None, str]:
-        """(gscan's validator or None, one line saying which and where, or why it is off).
-        Found once, on first use: a poll with nothing to deploy never looks."""
-        if self._validator is None:
-            cfg = self.config.ghost
-            self._validator = validate.discover(cfg.install_dir, cfg.validate, cfg.unit,
-                                                self.ghost.working_directory, self.ghost.node,
-                                                self.config.agent.state_dir / "tmp")
-        return self._validator
-
 
     # -- the commands --------------------------------------------------------------------
     def once(self, trigger: str = "poll") -> Outcome:
@@ -501,46 +490,8 @@ class Agent(Healing):
         self._save_quietly(state)
         raise exc
 
-    def _validate(self, staging: Path, attempt: Attempt) -> Attempt:
-        """gscan on the staged release, before anything goes live: its findings go into the
-        attempt. Raises ValidationFailed (fatal errors: the commit's fault) or HostError
-        (validate = true and gscan cannot run: tried again later)."""
-        validator, why = self.validator()
-        if validator is None:
-            if self.config.ghost.validate:
-                raise HostError(f"cannot validate: {why}")
-            return attempt
-        validation = validator.check(staging)
-        if not validation.ok:
-            raise ValidationFailed(validation)
-        return replace(attempt, validation=validation.to_dict())
-
-    def _upload_settings(self, release: Path, attempt: Attempt) -> Attempt:
-        """routes.yaml and redirects that changed since the live release go to Ghost, before
-        the switch (Ghost keeps its files when it refuses new ones). Raises Rejected,
-        DeployError (a configured file is missing) or HostError (see site_settings)."""
-        files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
-        if not files or self.admin is None:
-            return attempt
-        todo = site_settings.changed(files, release, self.releases.live())
-        site_settings.upload(self.admin, todo, release)
-        return replace(attempt, settings=[f.name for f in todo])
-
-    def _restore_settings(self, failed: Path, previous: Path) -> str | None:
-        """A rollback puts the previous release's routes and redirects back; why not, or None."""
-        files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
-        if not files or self.admin is None or not failed.is_dir():
-            return None
-        try:
-            site_settings.upload(self.admin, site_settings.changed(files, previous, failed),
-                                 previous)
-        except (DeployError, HostError) as exc:
-            log.error("cannot put the previous routes or redirects back: %s", exc.message)
-            return exc.message
-        return None
-
     def _verify_or_roll_back(self, state: State, attempt: Attempt) -> DeployRecord:
-        inflight = _inflight(state)
+        inflight = state.in_flight()
         target = attempt.target
         try:
             how = self._go_live(Path(inflight.previous_dir) if inflight.previous_dir else None)
@@ -575,7 +526,7 @@ class Agent(Healing):
 
     def _roll_back(self, state: State, error: str) -> tuple[str, str | None, str]:
         """Put back what was live before the deploy; (outcome, live commit, error)."""
-        inflight = _inflight(state)
+        inflight = state.in_flight()
         previous_dir = inflight.previous_dir
         self.releases.switch(Path(previous_dir) if previous_dir else None)
         failpoints.hit("during-switch-back")
@@ -589,58 +540,6 @@ class Agent(Healing):
             return "rolled_back", inflight.previous_commit, error
         return ("failed", inflight.previous_commit,
                 f"{error}; the previous release does not verify either ({rollback_error})")
-
-    def _refused(self, state: State, attempt: Attempt, exc: Rejected) -> DeployRecord:
-        """Ghost refused to activate the new theme: it still serves the previous one, so the
-        live link goes back to it and nothing is restarted; the commit is quarantined."""
-        inflight = _inflight(state)
-        self.releases.switch(Path(inflight.previous_dir) if inflight.previous_dir else None)
-        if inflight.previous_dir:
-            self._restore_settings(Path(inflight.dir), Path(inflight.previous_dir))
-        self.releases.discard(Path(inflight.dir))
-        state.inflight = None
-        error = f"validate failed: {exc.message}"
-        self._quarantine(state, attempt.target, error)
-        return self._record(state, attempt, outcome="failed", step="validate", error=error,
-                            live_commit=attempt.previous_commit)
-
-    def _admin_said(self, state: State) -> None:
-        """What the Admin API key could do, the last time it was tried, in `status`."""
-        if self.golive is None or self.golive.admin is None:
-            return
-        if self.golive.admin_error:
-            self._problem(state, "admin", f"{self.golive.admin_error}: Ghost was restarted "
-                                          "instead of activating the theme")
-        elif self.golive.activated:
-            self._passed(state, "admin")
-
-    def _go_live(self, before: Path | None) -> str:
-        """Make Ghost serve the release the live link points at (`before`: what it served):
-        "activate" or "restart". Raises Rejected or DeployError (see activation.GoLive)."""
-        golive = self.golive or GoLive(self.ghost, None, self.releases.live_path.name)
-        return golive.go(self.releases.live(), before)
-
-    def _restart_and_verify(self, before: Path | None = None
-                            ) -> tuple[bool, list[dict], str | None, list[str]]:
-        """Make Ghost serve the live link's release and run the checks: (ok, check results,
-        error, journal tail). A theme Ghost refuses is a failure like a failed restart."""
-        try:
-            self._go_live(before)
-        except DeployError as exc:
-            return False, [], exc.message, self.ghost.journal_tail()
-        return self._verify()
-
-    def _verify(self) -> tuple[bool, list[dict], str | None, list[str]]:
-        cfg = self.config
-        results = run_checks(cfg.checks, cfg.site.local_url, cfg.site.public_url,
-                             cfg.ghost.verify_seconds, sleep=self.sleep)
-        failpoints.hit("during-checks")
-        checks = [r.to_dict() for r in results]
-        failed = [r for r in results if not r.ok]
-        if not failed:
-            return True, checks, None, []
-        error = "checks failed: " + "; ".join(f"{r.name}: {r.error}" for r in failed)
-        return False, checks, error, self.ghost.journal_tail()
 
     # -- problems ------------------------------------------------------------------------
     def _problem(self, state: State, kind: str, message: str) -> None:
@@ -747,12 +646,6 @@ class Agent(Healing):
         state.unpublished = False
         self._passed(state, "publish")
         return True
-
-
-def _inflight(state: State) -> Inflight:
-    if state.inflight is None:  # pragma: no cover - a programming error
-        raise RuntimeError("no deploy in flight")
-    return state.inflight
 
 
 def _target_for(branch: str, commit: str, flag: str) -> Target:

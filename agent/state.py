@@ -65,6 +65,12 @@ class State:
     def previous(self) -> Release | None:
         return self.releases[1] if len(self.releases) > 1 else None
 
+    def in_flight(self) -> Inflight:
+        """The deploy under way (between its in-flight record and its verdict)."""
+        if self.inflight is None:  # pragma: no cover - a programming error
+            raise RuntimeError("no deploy in flight")
+        return self.inflight
+
     def add_record(self, record: DeployRecord, limit: int) -> None:
         self.history.insert(0, record.to_dict())
         del self.history[limit:]
