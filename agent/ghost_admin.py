@@ -30,6 +30,8 @@ from agent.text import cut
 if TYPE_CHECKING:  # requests is imported on first use: a no-op poll does not pay for it
     import requests
 
+# Ghost's words for a theme folder it did not see at boot (5.x and 6.x)
+_UNKNOWN_THEME = ("not currently installed", "not found in the theme directory")
 TOKEN_SECONDS = 300  # Ghost's own limit for exp - iat
 ACCEPT_VERSION = "v5.0"  # the Admin API version this client speaks (Ghost 5 and 6)
 
@@ -97,8 +99,15 @@ class GhostAdmin:
 
     def activate_theme(self, name: str) -> None:
         """PUT themes/<name>/activate/: Ghost reads the theme folder again and serves it.
-        Raises Rejected (422: Ghost's validation refused it) or AdminError."""
-        self._call("PUT", f"themes/{name}/activate/", f"activate theme {name}")
+        Raises Rejected (422: Ghost's validation refused it) or AdminError (also for a name
+        Ghost does not know: it lists the theme folders only when it boots, so a restart is
+        what brings that theme in, not the release's fault)."""
+        try:
+            self._call("PUT", f"themes/{name}/activate/", f"activate theme {name}")
+        except Rejected as exc:
+            if any(words in exc.message for words in _UNKNOWN_THEME):
+                raise AdminError(exc.message, 422) from None
+            raise
 
     def upload_routes(self, path: Path) -> None:
         """POST settings/routes/yaml/ with the file as the field `routes` (a staff token)."""

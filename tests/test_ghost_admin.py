@@ -157,3 +157,21 @@ def test_a_file_ghost_cannot_read_is_rejected_and_the_old_one_stays(staff_ghost,
     with pytest.raises(Rejected, match=rf"upload {name}: Ghost answered 400: Could not parse"):
         upload(settings_file(tmp_path, name, text))
     assert staff_ghost.settings_files == {}
+
+
+def test_a_theme_name_ghost_has_not_seen_since_its_boot_is_not_the_releases_fault(tmp_path):
+    live = tmp_path / "themes" / "acme"
+    live.parent.mkdir()
+    server = SiteServer(live, public_url=PUBLIC, admin_keys=[KEY]).start()  # boots without it
+    try:
+        (tmp_path / "release").mkdir()
+        (tmp_path / "release" / "index.html").write_text("<h1>B101</h1>")
+        live.symlink_to(tmp_path / "release")
+        with pytest.raises(AdminError) as info:
+            admin(server).activate_theme("acme")
+        assert not isinstance(info.value, Rejected)  # a restart brings it in: no quarantine
+        assert "is not currently installed" in info.value.message
+        server.boot()
+        admin(server).activate_theme("acme")
+    finally:
+        server.stop()

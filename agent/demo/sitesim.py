@@ -278,6 +278,7 @@ class SiteServer(BackgroundServer):
         self.staff_keys = {k.partition(":")[0] for k in staff_keys or []}
         self.settings_files: dict[str, bytes] = {}
         self.activations = 0
+        self.booted_themes: set[str] = set()  # the theme folders seen at the last boot
         self.live_path = Path(live_path)
         self.content_dir = Path(content_dir) if content_dir is not None else None
         self.public_url = public_url
@@ -302,11 +303,13 @@ class SiteServer(BackgroundServer):
         with self._lock:
             self._home = home
             self.boots += 1
+            self.booted_themes = {self.theme_name} if self.live_path.exists() else set()
 
     def activate(self, name: str) -> tuple[int, str]:
         """The Admin API's theme activation: (200, "") and the theme read again, or (422,
         Ghost's reason) with the copy served left as it was."""
-        if name != self.theme_name:
+        if name != self.theme_name or name not in self.booted_themes:
+            # Ghost lists the theme folders when it boots: a name that came later is unknown
             return 422, f"{name} cannot be activated because it is not currently installed."
         home = self._load_home()
         if home[0] != 200:
