@@ -193,6 +193,7 @@ class Agent(GoingLive, Healing):
                 raise DeployError("no previous release on disk to roll back to")
             started = self.now()
             self.releases.switch(Path(previous.dir))
+            self._restore_settings(state, Path(previous.dir))
             ok, checks, error, journal = self._restart_and_verify(Path(current.dir))
             if ok:
                 state.releases.pop(0)
@@ -202,6 +203,7 @@ class Agent(GoingLive, Healing):
                 outcome, live = "rolled_back", previous
             else:
                 self.releases.switch(Path(current.dir))
+                self._restore_settings(state, Path(current.dir))
                 ok_again, _, _, _ = self._restart_and_verify(Path(previous.dir))
                 error = f"previous release {previous.commit[:7]} did not verify ({error}); " + (
                     f"{current.commit[:7]} is live again" if ok_again
@@ -380,6 +382,7 @@ class Agent(GoingLive, Healing):
             return self._record(state, attempt, outcome="failed", step="switch", error=odd,
                                 live_commit=attempt.previous_commit)
         attempt = self._fetch(state, attempt)
+        sent_before = dict(state.settings_sent)  # what Ghost holds before this release
         if cfg.cards.require and attempt.uncarded and trigger != "manual":
             shas = ", ".join(sha[:7] for sha in attempt.uncarded[:10])
             error = (f"{len(attempt.uncarded)} commit(s) without a card ID ({shas}); "
@@ -398,12 +401,14 @@ class Agent(GoingLive, Healing):
             step = "validate"
             attempt = self._validate(staging, attempt)
             step = "settings"
-            attempt = self._upload_settings(staging, attempt)
+            attempt = self._upload_settings(state, staging, attempt)
         except HostError as exc:
             self._discard(staging)
+            self._undo_settings(state, sent_before)
             self._host_fault(state, target, exc)
         except (DeployError, CommandError) as exc:
             self._discard(staging)
+            self._undo_settings(state, sent_before)  # a file Ghost took before the failure
             if isinstance(exc, ValidationFailed):
                 attempt = replace(attempt, validation=exc.validation.to_dict())
             error = f"{step} failed: {exc.message}"
@@ -418,6 +423,7 @@ class Agent(GoingLive, Healing):
         self._passed(state, "host")
         if self.stop_requested():
             self._discard(staging)
+            self._undo_settings(state, sent_before)
             raise Interrupted("stop requested before the switch; the live site is untouched")
 
         release_dir = self.releases.final_name(staging)
@@ -438,6 +444,7 @@ class Agent(GoingLive, Healing):
             self._discard(staging)
             self._discard(release_dir)
             state.inflight = None
+            self._undo_settings(state, sent_before)
             self._quarantine(state, target, exc.message)
             return self._record(state, attempt, outcome="failed", step="switch",
                                 error=exc.message, live_commit=attempt.previous_commit)
@@ -532,7 +539,7 @@ class Agent(GoingLive, Healing):
         failpoints.hit("during-switch-back")
         if previous_dir is None:
             return "failed", None, f"{error}; nothing to roll back to"
-        unrestored = self._restore_settings(Path(inflight.dir), Path(previous_dir))
+        unrestored = self._restore_settings(state, Path(previous_dir))
         if unrestored:
             error = f"{error}; the previous settings files are not back: {unrestored}"
         ok, _, rollback_error, _ = self._restart_and_verify(Path(inflight.dir))

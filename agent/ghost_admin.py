@@ -19,7 +19,6 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -109,18 +108,18 @@ class GhostAdmin:
                 raise AdminError(exc.message, 422) from None
             raise
 
-    def upload_routes(self, path: Path) -> None:
-        """POST settings/routes/yaml/ with the file as the field `routes` (a staff token)."""
-        self._upload("settings/routes/yaml/", "routes", path)
+    def upload_routes(self, name: str, data: bytes) -> None:
+        """POST settings/routes/yaml/ with `data` as the field `routes` (a staff token).
+        `name`: the file name Ghost is told (it takes .yaml only)."""
+        self._upload("settings/routes/yaml/", "routes", name, data)
 
-    def upload_redirects(self, path: Path) -> None:
-        """POST redirects/upload/ with the file as the field `redirects` (.yaml or .json)."""
-        self._upload("redirects/upload/", "redirects", path)
+    def upload_redirects(self, name: str, data: bytes) -> None:
+        """POST redirects/upload/ with `data` as the field `redirects` (.yaml or .json)."""
+        self._upload("redirects/upload/", "redirects", name, data)
 
-    def _upload(self, endpoint: str, field: str, path: Path) -> None:
-        with open(path, "rb") as handle:
-            files = {field: (path.name, handle, "application/octet-stream")}
-            self._call("POST", endpoint, f"upload {path.name}", files=files)
+    def _upload(self, endpoint: str, field: str, name: str, data: bytes) -> None:
+        files = {field: (name, data, "application/octet-stream")}
+        self._call("POST", endpoint, f"upload {name}", files=files)
 
     def _call(self, method: str, endpoint: str, what: str, **more: Any) -> None:
         import requests

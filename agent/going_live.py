@@ -6,11 +6,12 @@ theme activation where it can, else a restart (agent/activation.py), and the che
 A theme Ghost refuses at activation is switched back and recorded like a failed validation.
 
 GoingLive is mixed into agent.cycle.Agent, whose parts it uses: config, ghost, golive,
-admin, releases, sleep, and the steps _record, _quarantine, _problem and _passed.
+admin, releases, store, sleep, and the steps _record, _quarantine, _problem and _passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from agent import failpoints, site_settings, validate
 from agent.activation import GoLive
 from agent.checks import run_checks
 from agent.errors import DeployError, HostError
-from agent.ghost_admin import Rejected
+from agent.ghost_admin import AdminError, Rejected
 from agent.models import Attempt, DeployRecord
 from agent.state import State
 from agent.validate import ValidationFailed, Validator
@@ -47,42 +48,67 @@ class GoingLive:
             if self.config.ghost.validate:
                 raise HostError(f"cannot validate: {why}")
             return attempt
-        validation = validator.check(staging)
+        try:
+            validation = validator.check(staging)
+        except HostError as exc:
+            if self.config.ghost.validate:
+                raise
+            # validate unset means "when gscan is there": one that cannot run is skipped, or
+            # every release would wait on it
+            log.warning("%s; deploying without validation ([ghost] validate = true would "
+                        "wait for it instead)", exc.message)
+            return attempt
         if not validation.ok:
             raise ValidationFailed(validation)
         return replace(attempt, validation=validation.to_dict())
 
-    def _upload_settings(self, release: Path, attempt: Attempt) -> Attempt:
-        """routes.yaml and redirects that changed since the live release go to Ghost, before
-        the switch (Ghost keeps its files when it refuses new ones). Raises Rejected,
+    def _upload_settings(self, state: State, release: Path, attempt: Attempt) -> Attempt:
+        """routes.yaml and redirects that differ from what Ghost holds go to it, before the
+        switch (Ghost keeps its files when it refuses new ones). Raises Rejected,
         DeployError (a configured file is missing) or HostError (see site_settings)."""
         files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
         if not files or self.admin is None:
             return attempt
-        todo = site_settings.changed(files, release, self.releases.live())
-        site_settings.upload(self.admin, todo, release)
-        return replace(attempt, settings=[f.name for f in todo])
+        try:
+            sent = site_settings.sync(self.admin, files, release, state.settings_sent)
+        finally:
+            if state.settings_sent:  # what Ghost took, even when a later file was refused
+                self.store.save(state)
+        return replace(attempt, settings=[f.name for f in sent])
 
-    def _restore_settings(self, failed: Path, previous: Path) -> str | None:
-        """A rollback puts the previous release's routes and redirects back; why not, or None."""
+    def _restore_settings(self, state: State, release: Path | None) -> str | None:
+        """Undoing a release puts `release`'s routes and redirects back where Ghost took
+        others since; why that failed, or None."""
         files = site_settings.configured(self.config.deploy.routes, self.config.deploy.redirects)
-        if not files or self.admin is None or not failed.is_dir():
+        if not files or self.admin is None or release is None:
             return None
         try:
-            site_settings.upload(self.admin, site_settings.changed(files, previous, failed),
-                                 previous)
+            site_settings.sync(self.admin, files, release, state.settings_sent)
         except (DeployError, HostError) as exc:
             log.error("cannot put the previous routes or redirects back: %s", exc.message)
             return exc.message
+        except OSError as exc:
+            log.error("cannot put the previous routes or redirects back: %s", exc)
+            return str(exc)
         return None
+
+    def _undo_settings(self, state: State, sent_before: dict[str, str]) -> None:
+        """A release that stops before its switch gives Ghost back the live release's files,
+        if it sent any."""
+        if state.settings_sent != sent_before:
+            self._restore_settings(state, self.releases.live())
 
     def _refused(self, state: State, attempt: Attempt, exc: Rejected) -> DeployRecord:
         """Ghost refused to activate the new theme: it still serves the previous one, so the
         live link goes back to it and nothing is restarted; the commit is quarantined."""
         inflight = state.in_flight()
-        self.releases.switch(Path(inflight.previous_dir) if inflight.previous_dir else None)
-        if inflight.previous_dir:
-            self._restore_settings(Path(inflight.dir), Path(inflight.previous_dir))
+        previous = Path(inflight.previous_dir) if inflight.previous_dir else None
+        self.releases.switch(previous)
+        self._restore_settings(state, previous)
+        if self.admin is not None and previous is not None:
+            # Ghost read the refused files while it checked them: have it read the old again
+            with contextlib.suppress(AdminError):
+                self.admin.activate_theme(self.releases.live_path.name)
         self.releases.discard(Path(inflight.dir))
         state.inflight = None
         error = f"validate failed: {exc.message}"

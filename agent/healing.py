@@ -7,7 +7,8 @@ up), a deploy killed between switch and verdict (recover).
 
 Healing is mixed into agent.cycle.Agent, whose parts it uses: config, store, releases,
 remote, notifier and now(), and the steps _record, _problem, _passed, _save_quietly,
-_discard, _restart_and_verify, _verify_or_roll_back, _roll_back, _quarantine and _publish.
+_discard, _restart_and_verify, _restore_settings, _verify_or_roll_back, _roll_back, _quarantine
+and _publish.
 """
 
 from __future__ import annotations
@@ -158,8 +159,10 @@ class Healing:
             state.inflight = None
             return self._record(state, attempt, outcome=outcome, error=error, step="checks",
                                 live_commit=live_commit)
-        # Killed before the switch took effect: the old release is still live. Nothing to record;
-        # the normal cycle deploys the target again.
+        # Killed before the switch took effect: the old release is still live (and gets its
+        # routes and redirects back, if Ghost took the new ones). Nothing to record; the
+        # normal cycle deploys the target again.
+        self._restore_settings(state, self.releases.live())
         self.releases.discard(new_dir)
         if inflight.staging:
             self.releases.discard(Path(inflight.staging))

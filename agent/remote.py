@@ -109,7 +109,12 @@ class RemoteCache:
         # (a commit already here from elsewhere costs one needless fetch, nothing more).
         if fetched == commit or (fetched is None and self.has_commit(commit)):
             return
-        self._run(self._refill, RemoteError, f"cannot fetch {branch}")
+        try:
+            self._run(self._refill, RemoteError, f"cannot fetch {branch}")
+        except RemoteError:
+            if fetched is not None and self.has_commit(commit):
+                return  # the remote is down, but the commit is here (a live release restored)
+            raise
         failpoints.hit("during-fetch")
         if self._fetched(branch) != commit and not self.has_commit(commit):
             raise RemoteError(f"{branch} moved while fetching (wanted {commit[:7]}); "

@@ -2,12 +2,15 @@
 redirects (.yaml or .json), uploaded to Ghost through its Admin API when they changed.
 
 Ghost checks each file as it takes it, and a file it refuses leaves the one it had: so the
-files go up before the theme is switched, and a release whose files Ghost refuses changes
-nothing. On a rollback the previous release's files go up again.
+files go up before the theme is switched. The state remembers what Ghost last took (a digest
+per kind), so whatever undoes a release (a refusal, a failed switch, a rollback, an
+operator's rollback, the recovery after a kill) puts the live release's files back by
+sending what differs from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,40 +29,44 @@ def configured(routes: str | None, redirects: str | None) -> list[SettingsFile]:
                                                         ("redirects", redirects)) if name]
 
 
-def changed(files: list[SettingsFile], release: Path, before: Path | None) -> list[SettingsFile]:
-    """The files whose bytes differ between the two releases (all of them without `before`).
-    Raises DeployError naming a configured file the release does not have."""
-    found = []
+def sync(admin: GhostAdmin, files: list[SettingsFile], release: Path,
+         sent: dict[str, str]) -> list[SettingsFile]:
+    """Send Ghost each of the release's files that differs from what it last took (`sent`:
+    kind -> sha256, updated after each file Ghost takes; a kind missing from it is sent).
+    Returns the files sent. Raises DeployError naming a configured file the release lacks,
+    ghost_admin.Rejected (Ghost refused it: the release's fault), or HostError (the key may
+    not, or Ghost did not answer: tried again later)."""
+    done = []
     for item in files:
-        new = _read(release, item.name)
-        if new is None:
+        data = _read(release, item.name)
+        if data is None:
             raise DeployError(f"[deploy] {item.kind} = {item.name!r}, but the release has no "
                               "such file")
-        if before is None or _read(before, item.name) != new:
-            found.append(item)
-    return found
-
-
-def upload(admin: GhostAdmin, files: list[SettingsFile], release: Path) -> None:
-    """Send each file to Ghost. Raises ghost_admin.Rejected (Ghost refused it: the release's
-    fault) or HostError (the key may not, or Ghost did not answer: tried again later)."""
-    for item in files:
-        path = release / item.name
+        digest = hashlib.sha256(data).hexdigest()
+        if sent.get(item.kind) == digest:
+            continue
         try:
             if item.kind == "routes":
-                admin.upload_routes(path)
+                admin.upload_routes("routes.yaml", data)
             else:
-                admin.upload_redirects(path)
+                suffix = ".json" if item.name.endswith(".json") else ".yaml"
+                admin.upload_redirects(f"redirects{suffix}", data)
         except AdminError as exc:
             hint = (": routes and redirects need an Administrator's staff access token"
                     if exc.status == 403 else "")
             raise HostError(f"{exc.message}{hint}") from None
+        sent[item.kind] = digest
+        done.append(item)
+    return done
 
 
 def _read(release: Path, name: str) -> bytes | None:
-    path = release / name
+    """The file's bytes, or None when it is missing or lies outside the release (a link a
+    build made after the tree's links were checked)."""
     try:
-        # A link out of the release was refused when it was staged (trees.check_links)
-        return path.read_bytes() if path.is_file() else None
-    except OSError:
+        path = (release / name).resolve(strict=True)
+        if not path.is_relative_to(release.resolve()) or not path.is_file():
+            return None
+        return path.read_bytes()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python 3.10
         return None

@@ -56,6 +56,8 @@ class State:
     unpublished: bool = False  # the ci-cd files lag behind the history (a kill, a full disk)
     unannounced: list[str] = field(default_factory=list)  # keys of records not yet notified
     last_webhook_at: str | None = None  # the newest accepted webhook call (ISO time)
+    # routes/redirects -> sha256 of the file Ghost last took from the agent (site_settings)
+    settings_sent: dict[str, str] = field(default_factory=dict)
 
     @property
     def current(self) -> Release | None:
@@ -98,6 +100,7 @@ class State:
             "unpublished": self.unpublished,
             "unannounced": self.unannounced,
             "last_webhook_at": self.last_webhook_at,
+            "settings_sent": self.settings_sent,
         }
 
     @classmethod
@@ -123,6 +126,7 @@ class State:
             unpublished=bool(data.get("unpublished")),
             unannounced=list(data.get("unannounced") or []),
             last_webhook_at=data.get("last_webhook_at"),
+            settings_sent={str(k): str(v) for k, v in (data.get("settings_sent") or {}).items()},
         )
 
 

@@ -139,6 +139,7 @@ class WebhookListener:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    timeout = 0.5  # handle_request() waits no longer (the call select() saw may be gone)
     allow_reuse_address = True
     listener: WebhookListener
 

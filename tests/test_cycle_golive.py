@@ -5,11 +5,13 @@ instead of a restart (the Ghost stand-in's Admin API checks each token as Ghost 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.agentsite import AgentSite, page
+from tests.agentsite import AgentSite, agent_argv, page
 from tests.gscan import gscan_package
 from tests.test_validate import THEME, UNCLOSED_IF
 
@@ -169,6 +171,30 @@ def test_a_release_gscan_finds_fatal_never_goes_live(host, git_remote, gscan_ins
     assert f"validate: gscan at {gscan_install}" in host.call("status").stdout
 
 
+def broken_gscan(tmp_path: Path) -> Path:
+    """An install_dir whose node_modules/gscan is there but cannot load (a half install)."""
+    package = tmp_path / "ghost" / "node_modules" / "gscan"
+    package.mkdir(parents=True)
+    (package / "package.json").write_text('{"name": "gscan", "main": "lib/missing.js"}')
+    return tmp_path / "ghost"
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs node")
+def test_a_gscan_that_cannot_run_is_skipped_unless_validate_is_true(host, git_remote,
+                                                                    tmp_path):
+    install = broken_gscan(tmp_path)
+    host.write_config(ghost_extra=f'install_dir = "{install}"')
+    push(git_remote, "B204 x")
+    result = host.call("once")
+    assert result.returncode == 0, result.stderr
+    assert "gscan exited with 2" in result.stderr and "deploying without validation" \
+        in result.stderr
+    host.write_config(ghost_extra=f'install_dir = "{install}"\nvalidate = true')
+    push(git_remote, "B205 y")
+    result = host.call("once")
+    assert result.returncode == 75 and "gscan exited with 2" in result.stderr
+
+
 def test_validate_true_without_gscan_waits_for_the_host(host, git_remote, tmp_path):
     host.write_config(ghost_extra=f'validate = true\ninstall_dir = "{tmp_path}"')
     push(git_remote, "B203 x")
@@ -274,3 +300,49 @@ def test_settings_files_need_an_admin_api_key(host):
     result = host.call("check-config")
     assert result.returncode == 78
     assert '[deploy] routes = "routes.yaml": needs [ghost] admin_api_key' in result.stderr
+
+
+def test_a_refusal_after_a_file_ghost_took_gives_it_the_live_files_back(host, git_remote):
+    with_settings(host)
+    settings_push(git_remote, "B410 first")
+    assert host.call("once").returncode == 0
+    # routes.yaml is taken, then redirects.json is refused: Ghost must not keep the new routes
+    settings_push(git_remote, "B411 second", routes=ROUTES + "  /new/: new\n",
+                  redirects="[{not json")
+    assert host.call("once").returncode == 1
+    record = host.ci_cd()["deploys"][0]
+    assert (record["outcome"], record["step"]) == ("failed", "settings")
+    assert host.site.settings_files["routes"] == ROUTES.encode()
+    # and a later release with the live routes sends nothing it need not
+    host.site.settings_files.clear()
+    settings_push(git_remote, "B412 third")
+    assert host.call("once").returncode == 0
+    assert host.site.settings_files == {}
+
+
+def test_an_operators_rollback_puts_the_previous_settings_back(host, git_remote):
+    with_settings(host)
+    settings_push(git_remote, "B413 first")
+    assert host.call("once").returncode == 0
+    settings_push(git_remote, "B414 second", routes=ROUTES + "  /team/: team\n")
+    assert host.call("once").returncode == 0
+    result = host.call("rollback")
+    assert result.returncode == 0, result.stderr
+    assert host.site.settings_files["routes"] == ROUTES.encode()
+    assert host.get("/") == (200, page("B413 first"))
+
+
+def test_a_run_killed_after_the_upload_gives_ghost_the_live_files_back(host, git_remote):
+    with_settings(host)
+    settings_push(git_remote, "B415 first")
+    assert host.call("once").returncode == 0
+    settings_push(git_remote, "B416 second", routes=ROUTES + "  /kill/: kill\n")
+    env = {**host.env(), "GHOST_AGENT_FAILPOINTS": "after-rename=kill"}
+    killed = subprocess.run([*agent_argv(), "--config", str(host.config_path), "once"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert killed.returncode == -9  # SIGKILL: the failpoint was reached
+    assert host.site.settings_files["routes"] != ROUTES.encode()  # Ghost took the new ones
+    assert host.call("hold").returncode == 0  # so the next run only recovers
+    assert host.call("once").returncode == 0
+    assert host.site.settings_files["routes"] == ROUTES.encode()
+    assert host.get("/") == (200, page("B415 first"))

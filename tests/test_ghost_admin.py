@@ -9,7 +9,6 @@ import hmac
 import json
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -126,36 +125,33 @@ def staff_ghost(tmp_path):
     server.stop()
 
 
-def settings_file(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def test_a_staff_token_uploads_routes_and_redirects(staff_ghost, tmp_path):
+def test_a_staff_token_uploads_routes_and_redirects(staff_ghost):
     routes = "routes:\n  /about/: about\ncollections:\n  /: {permalink: '/{slug}/'}\n"
-    admin(staff_ghost, STAFF).upload_routes(settings_file(tmp_path, "routes.yaml", routes))
+    admin(staff_ghost, STAFF).upload_routes("routes.yaml", routes.encode())
     redirects = '[{"from": "/old/", "to": "/new/", "permanent": true}]'
-    admin(staff_ghost, STAFF).upload_redirects(settings_file(tmp_path, "r.json", redirects))
+    admin(staff_ghost, STAFF).upload_redirects("redirects.json", redirects.encode())
     assert staff_ghost.settings_files == {"routes": routes.encode(),
                                           "redirects": redirects.encode()}
 
 
-def test_an_integrations_key_may_not_upload_settings(staff_ghost, tmp_path):
+def test_an_integrations_key_may_not_upload_settings(staff_ghost):
     with pytest.raises(AdminError) as info:
-        admin(staff_ghost).upload_routes(settings_file(tmp_path, "routes.yaml", "routes:\n"))
+        admin(staff_ghost).upload_routes("routes.yaml", b"routes:\n")
     assert info.value.status == 403 and not isinstance(info.value, Rejected)
     assert staff_ghost.settings_files == {}
 
 
-@pytest.mark.parametrize("name, text", [("routes.yaml", "routes:\n\t/x/: x\n"),
-                                        ("redirects.json", "[{not json")])
-def test_a_file_ghost_cannot_read_is_rejected_and_the_old_one_stays(staff_ghost, tmp_path,
-                                                                    name, text):
+@pytest.mark.parametrize("name, text, why", [
+    ("routes.yaml", "routes:\n\t/x/: x\n", "400: Could not parse"),
+    ("redirects.json", "[{not json", "400: Could not parse"),
+    ("routes.yml", "routes:\n", "415: Please select a valid .yaml file"),
+])
+def test_a_file_ghost_cannot_read_is_rejected_and_the_old_one_stays(staff_ghost, name, text,
+                                                                    why):
     client = admin(staff_ghost, STAFF)
     upload = client.upload_routes if name.startswith("routes") else client.upload_redirects
-    with pytest.raises(Rejected, match=rf"upload {name}: Ghost answered 400: Could not parse"):
-        upload(settings_file(tmp_path, name, text))
+    with pytest.raises(Rejected, match=rf"upload {name}: Ghost answered {why}"):
+        upload(name, text.encode())
     assert staff_ghost.settings_files == {}
 
 

@@ -161,6 +161,19 @@ def test_a_fetch_checks_its_branch_by_the_ref_file_not_by_another_git(tmp_path, 
     assert cache.has_commit(third) and cache.resolve("dev1") == third
 
 
+def test_a_commit_in_the_cache_needs_no_remote_even_when_its_branch_moved_on(tmp_path,
+                                                                           git_remote):
+    old = git_remote.commit_and_push("dev1", {"index.html": "v1"}, "B100 first")
+    cache = cache_for(tmp_path, git_remote.url)
+    cache.fetch("dev1", old)
+    new = git_remote.commit_and_push("dev1", {"index.html": "v2"}, "B101 second")
+    cache.fetch("dev1", new)
+    git_remote.path.rename(git_remote.path.with_name("gone.git"))  # the remote is down
+    cache.fetch("dev1", old)  # restoring the live release of `old` works without it
+    with pytest.raises(RemoteError):
+        cache.fetch("dev1", "0123456789" * 4)
+
+
 def test_fetch_of_a_commit_the_branch_no_longer_has(tmp_path, git_remote):
     git_remote.commit_and_push("dev1", {"index.html": "v1"}, "first")
     cache = cache_for(tmp_path, git_remote.url)

@@ -21,8 +21,8 @@ What it mimics (see the measured facts about Ghost 5.130):
   copy served stays; else the theme is read again, without a boot. ``POST
   .../settings/routes/yaml/`` (field ``routes``) and ``.../redirects/upload/`` (field
   ``redirects``) take a file from a ``staff_keys`` key only (else 403), refuse another field
-  or a file YAML or JSON cannot read (a tab in YAML, bad JSON: 400) and keep the last one
-  taken in ``settings_files``.
+  or a file YAML or JSON cannot read (a tab in YAML, bad JSON: 400), another extension than
+  Ghost's (415), and keep the last one taken in ``settings_files``.
 
 Run in the foreground with ``python -m agent.demo.sitesim --live PATH``.
 """
@@ -329,6 +329,9 @@ class SiteServer(BackgroundServer):
         if part is None:
             return 400, f"Please select a file to upload as the field {kind!r}."
         data, name = part.get_payload(decode=True) or b"", part.get_filename() or ""
+        allowed = (".yaml",) if kind == "routes" else (".yaml", ".json")
+        if not name.endswith(allowed):  # Ghost checks the file's extension first
+            return 415, f"Please select a valid {'/'.join(allowed)} file to upload."
         try:
             if name.endswith(".json"):
                 json.loads(data)
