@@ -22,6 +22,7 @@ from tests.e2e.ghost import GHOST_BUILDS, HTTPS_HEADERS, http_get, wait_http
 from tests.e2e.ghost_cli import (
     OPERATOR,
     RegistryStandIn,
+    add_operator,
     as_user,
     ensure_ghost_cli_kit,
     ensure_guest_sudo,
@@ -54,8 +55,7 @@ def test_e2e_ghost_cli_installs_ghost6_under_systemd(www, guest_factory, request
     kit = ensure_ghost_cli_kit(major="6")
     g = guest_factory(binds=[*guest_binds(kit), www], name="ghostagent-e2e-cli")
     sudo = ensure_guest_sudo(g, kit)
-    g.run(["useradd", "--create-home", "--shell", "/bin/bash", OPERATOR])
-    g.write_file(f"/etc/sudoers.d/{OPERATOR}", f"{OPERATOR} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+    add_operator(g)  # a user with passwordless sudo: Ghost-CLI refuses root
 
     netns = Path(f"/proc/{g.pid()}/ns/net")
     registry = RegistryStandIn(kit, netns).start()
