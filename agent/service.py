@@ -10,6 +10,16 @@ from agent import failpoints, proc
 from agent.errors import CommandError, DeployError
 
 
+def node_of(exec_start: str) -> str | None:
+    """The node program of a unit's ExecStart as `systemctl show -p ExecStart --value` prints
+    it ("{ path=/usr/bin/node ; argv[]=/usr/bin/node …/ghost run ; … }"), or None when the
+    program is not node: gscan then runs on the very node Ghost runs on."""
+    found = re.search(r"\bpath=(/\S+)", exec_start)
+    if found and Path(found[1]).name.startswith("node"):
+        return found[1]
+    return None
+
+
 class GhostService:
     def __init__(self, unit: str, restart_timeout: float, journal_lines: int = 30):
         self.unit = unit
@@ -38,12 +48,8 @@ class GhostService:
         return Path(text) if text.startswith("/") else None
 
     def node(self) -> str | None:
-        """The node program the unit runs Ghost with (ExecStart's `path=`), or None when it
-        does not start with node: gscan then runs on the Ghost's own node."""
-        found = re.search(r"\bpath=(/\S+)", self._show("ExecStart"))
-        if found and Path(found[1]).name.startswith("node"):
-            return found[1]
-        return None
+        """The node program the unit runs Ghost with, or None (see node_of)."""
+        return node_of(self._show("ExecStart"))
 
     def _show(self, prop: str) -> str:
         """`systemctl show -p PROP --value UNIT`, or "" when it cannot say."""

@@ -5,6 +5,9 @@ the guest's systemd. The unit, the layout and the users are then Ghost-CLI's own
 
 The registry's part (Ghost-CLI, pnpm, the release archive, a pnpm store for its lockfile) is
 fetched on the host once and cached (tests/e2e/ghost_cli.py); the guest has no network.
+On this real Ghost-CLI unit the test also checks what the agent relies on: the node Ghost
+runs on (read from ExecStart) and gscan under the WorkingDirectory, which passes Ghost's own
+theme and stops a broken one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.service import node_of
+from agent.validate import GSCAN_JS, parse
 from tests.e2e.agent_host import LABS_ROOT
 from tests.e2e.ghost import GHOST_BUILDS, HTTPS_HEADERS, http_get, wait_http
 from tests.e2e.ghost_cli import (
@@ -108,6 +113,28 @@ def test_e2e_ghost_cli_installs_ghost6_under_systemd(www, guest_factory, request
     site = http_get("http://127.0.0.1:2368/ghost/api/admin/site/", headers=HTTPS_HEADERS,
                     netns=netns).json()
     assert site["site"]["version"] == ".".join(VERSION.split(".")[:2])
+
+    # What the agent finds on this unit (agent/service.py, agent/validate.py): the node Ghost
+    # runs on, from ExecStart, and gscan under the WorkingDirectory's `current`; that gscan,
+    # run on that node as the agent runs it, passes Ghost's own theme and stops a broken one.
+    exec_start = g.systemctl("show", "-p", "ExecStart", "--value", UNIT).stdout
+    node = node_of(exec_start)
+    assert node == str(kit.node), exec_start
+    workdir = g.systemctl("show", "-p", "WorkingDirectory", "--value", UNIT).stdout.strip()
+    gscan = f"{workdir}/current/node_modules/gscan"
+    g.run(["test", "-f", f"{gscan}/package.json"])
+    casper = f"{SITE}/content/themes/casper"
+    broken = "/var/lib/gscan-check/broken"
+    g.run(["mkdir", "-p", broken])
+    g.run(["cp", "-rL", f"{casper}/.", broken])
+    g.run(["sed", "-i", "s/{{{body}}}/{{#if @site.title}}{{{body}}}/", f"{broken}/default.hbs"])
+    verdicts = {}
+    for theme in (casper, broken):
+        out = g.run([node, "-e", GSCAN_JS, gscan, theme], env={"TMPDIR": "/var/lib/gscan-check"},
+                    timeout=120)
+        verdicts[theme] = parse(out.stdout)
+    assert verdicts[casper].ok, verdicts[casper].fatal
+    assert [f.code for f in verdicts[broken].fatal] == ["GS005-TPL-ERR"]
 
     # Ghost-CLI drives it through systemd afterwards too (`ghost restart` -> sudo systemctl).
     r = as_user(g, OPERATOR, ["ghost", "restart", "--no-prompt", "--no-color"], cwd=SITE,
