@@ -18,10 +18,14 @@ from tests.test_validate import THEME, UNCLOSED_IF
 KEY = "6489c4b5a1b2c3d4e5f60718:" + "ab" * 32
 
 
-def with_admin_key(host: AgentSite, key: str = KEY, extra: str = "") -> None:
-    """The stand-in takes KEY; the agent is given `key` (a file, as an operator would)."""
-    kid, _, secret = KEY.partition(":")
+def with_admin_key(host: AgentSite, key: str = KEY, extra: str = "", *, accepted: str = KEY,
+                   staff: bool = False) -> None:
+    """The stand-in takes `accepted` (an integration's key, or with `staff` a staff token);
+    the agent is given `key` (a file, as an operator would)."""
+    kid, _, secret = accepted.partition(":")
     host.site.admin_keys = {kid: bytes.fromhex(secret)}
+    if staff:
+        host.site.staff_keys = {kid}
     key_file = host.root / "admin-key"
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
@@ -219,13 +223,8 @@ ROUTES = "routes:\n  /about/: about\n"
 
 
 def with_settings(host: AgentSite, key: str = STAFF) -> None:
-    kid, _, secret = STAFF.partition(":")
-    host.site.admin_keys = {kid: bytes.fromhex(secret)}
-    host.site.staff_keys = {kid}
-    key_file = host.root / "admin-key"
-    key_file.write_text(key + "\n")
-    host.write_config(ghost_extra=f'admin_api_key_file = "{key_file}"')
-    host.extra_config = ""
+    """A staff token the stand-in takes, and [deploy] routes and redirects in the config."""
+    with_admin_key(host, key, accepted=STAFF, staff=True)
     text = host.config_path.read_text().replace(
         "[ghost]", 'routes = "site/routes.yaml"\nredirects = "site/redirects.json"\n\n[ghost]')
     host.config_path.write_text(text)
