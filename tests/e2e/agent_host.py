@@ -73,6 +73,15 @@ from tests.e2e.ghost import (  # noqa: E402
     make_theme,
     write_site,
 )
+from tests.e2e.ghost_cli import (  # noqa: E402
+    GhostCliKit,
+    RegistryStandIn,
+    add_operator,
+    ensure_ghost_cli_kit,
+    ensure_guest_sudo,
+    guest_binds,
+    install_with_ghost_cli,
+)
 from tests.e2e.guest import Guest, guest_supported  # noqa: E402
 from tests.gitremote import GitRemote, SmartHttpGitServer  # noqa: E402
 from tests.slackstub import SlackStub  # noqa: E402
@@ -377,12 +386,21 @@ def first_entry(entries: list[JournalEntry], pattern: str, after: float = 0.0
 
 
 class Lab:
-    """One guest with the shared servers; sites are made with new_site(). A context manager."""
+    """One guest with the shared servers; sites are made with new_site(). A context manager.
 
-    def __init__(self, root: Path, venv: AgentVenv, kit: GhostKit) -> None:
+    cli_kit: when given, each site's Ghost is installed inside the guest by Ghost-CLI
+    (tests/e2e/ghost_cli.py) at /var/www/<site>, with Ghost-CLI's own unit, layout and `ghost`
+    user; otherwise the site is laid out as Ghost-CLI would (ghost.write_site), which is
+    quicker and what most tests need."""
+
+    def __init__(self, root: Path, venv: AgentVenv, kit: GhostKit,
+                 cli_kit: GhostCliKit | None = None) -> None:
         self.root = Path(root)
         self.venv = venv
         self.kit = kit
+        self.cli_kit = cli_kit
+        self.www = self.root / "www"  # the guest's /var/www (cli_kit only)
+        self.registry: RegistryStandIn | None = None
         self.guest: Guest | None = None
         self.slack = SlackStub()
         self.http_root = self.root / "git-http"
@@ -397,7 +415,12 @@ class Lab:
     # -- life cycle
     def start(self) -> Lab:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.guest = Guest(self.root / "guest", binds=[self.root, self.venv.path])
+        binds = [self.root, self.venv.path]
+        if self.cli_kit is not None:
+            self.www.mkdir(exist_ok=True)
+            self.www.chmod(0o755)  # Ghost-CLI wants the directories above a site readable
+            binds += guest_binds(self.cli_kit)
+        self.guest = Guest(self.root / "guest", binds=binds)
         self.guest.boot()
         log(f"guest booted in {self.guest.boot_seconds:.2f} s (pid {self.guest.pid()})")
         # systemd leaves / private when it runs in a container (it only makes it rshared when
@@ -406,14 +429,21 @@ class Lab:
         # and a real host have a shared /. The guest's mounts are private copies of the host's,
         # so this changes nothing outside the guest.
         self.guest.run(["mount", "--make-rshared", "/"])
-        # Ghost's own user, as Ghost-CLI makes it.
-        self.guest.run(["systemd-sysusers", "--inline",
-                        f'u {GHOST_USER} - "Ghost" /var/www/{GHOST_USER} /usr/sbin/nologin'])
+        if self.cli_kit is not None:
+            # Ghost-CLI refuses root: an operator with sudo runs it (and makes the ghost user).
+            ensure_guest_sudo(self.guest, self.cli_kit)
+            add_operator(self.guest)
+            self.registry = RegistryStandIn(self.cli_kit, self.netns).start()
+        else:  # Ghost's own user, as Ghost-CLI makes it.
+            self.guest.run(["systemd-sysusers", "--inline",
+                            f'u {GHOST_USER} - "Ghost" /var/www/{GHOST_USER} /usr/sbin/nologin'])
         call_in_netns(self.netns, self.slack.start)
         call_in_netns(self.netns, self.git_http.start)
         return self
 
     def close(self) -> None:
+        if self.registry is not None:
+            self.registry.stop()
         with contextlib.suppress(Exception):
             self.slack.stop()
         with contextlib.suppress(Exception):
@@ -565,6 +595,9 @@ class Site:
         self.dir = self.lab.root / self.slug
         self.public_url = f"https://{self.name}.example.com"
         self.ghost_unit = ghost_unit_name(self.name)
+        if self.lab.cli_kit is not None:  # one Ghost-CLI instance per site: its own name
+            self.public_url = f"https://{self.slug}.example.com"
+            self.ghost_unit = ghost_unit_name(self.slug)
         self.state_dir = self.dir / "state"
         self.releases_dir = self.state_dir / "releases"
         self.config_path = self.dir / "agent.toml"
@@ -600,32 +633,13 @@ class Site:
 
     # -- set up
     def setup(self) -> None:
-        kit = self.lab.kit
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.transport == "ssh":
             self.lab.start_sshd()
-        self.site = write_site(self.dir / "site", kit.ghost_dir, url=self.public_url,
-                               port=GHOST_PORT, theme_name=THEME)
-        shutil.copy2(kit.template_db, self.site["db"])
-        # The theme installed by hand, activated once before the agent takes over.
-        if self.settings.get("adopt", True):
-            kit.write_theme(self.theme_dir, self.footer(0))
+        if self.lab.cli_kit is not None:
+            self._install_ghost_with_cli()
         else:
-            kit.write_theme(self.hand_installed, self.footer(0))
-            self.theme_dir.symlink_to(self.hand_installed)
-        activate_theme(self.site["db"], THEME)
-        if self.settings.get("admin_key") == "staff":
-            self.admin_key = add_staff_token(self.site["db"])
-        elif self.settings.get("admin_key"):
-            self.admin_key = add_custom_integration(self.site["db"], "ghost-deploy-agent")
-        # Ghost-CLI's ownership: content belongs to ghost:ghost, directories 775, files 664.
-        content = str(self.site["content"])
-        self.g.run(["chown", "-R", f"{GHOST_USER}:{GHOST_USER}", content])
-        self.g.run(["find", content, "-type", "d", "-exec", "chmod", "775", "{}", "+"])
-        self.g.run(["find", content, "-type", "f", "-exec", "chmod", "664", "{}", "+"])
-        self.g.install_unit(self.ghost_unit, ghost_unit(f"{self.name}-example-com",
-                                                        kit.ghost_dir, self.site["root"],
-                                                        user=GHOST_USER))
+            self._lay_out_ghost()
         self.g.systemctl("start", self.ghost_unit)
         self.wait_footer(self.footer(0), timeout=120)
         self.state_dir.mkdir(mode=0o755)
@@ -649,6 +663,59 @@ class Site:
                 self.admin_key_file.chmod(0o600)
         self.write_config()
         self.install()
+
+    def _lay_out_ghost(self) -> None:
+        """Ghost's site as Ghost-CLI lays it out (write_site), with a database made once per
+        session, the theme installed by hand and the unit written here."""
+        kit = self.lab.kit
+        self.site = write_site(self.dir / "site", kit.ghost_dir, url=self.public_url,
+                               port=GHOST_PORT, theme_name=THEME)
+        shutil.copy2(kit.template_db, self.site["db"])
+        self._prepare_content(self.site)
+        self.g.install_unit(self.ghost_unit, ghost_unit(f"{self.name}-example-com",
+                                                        kit.ghost_dir, self.site["root"],
+                                                        user=GHOST_USER))
+
+    def _install_ghost_with_cli(self) -> None:
+        """`ghost install` by Ghost-CLI inside the guest at /var/www/<slug>; then, with Ghost
+        stopped, the theme installed by hand as on a real site. self.site holds the guest's
+        paths (what the agent's config names); the host reaches them under lab.www."""
+        lab = self.lab
+        assert lab.cli_kit is not None
+        inst = install_with_ghost_cli(self.g, lab.cli_kit, lab.www, site=self.slug,
+                                      url=self.public_url)
+        log(f"{self.slug}: ghost install {inst.seconds:.1f} s (store copy "
+            f"{inst.copy_seconds:.1f} s), unit {inst.unit}")
+        assert inst.unit == self.ghost_unit, inst.unit
+        self.g.systemctl("stop", self.ghost_unit, timeout=60)
+        root = Path(inst.site_dir)
+        content = root / "content"
+        self.site = {"root": root, "content": content, "theme_dir": content / "themes" / THEME,
+                     "db": content / "data" / "ghost.db", "url": self.public_url}
+        on_host = {key: lab.www / value.relative_to("/var/www") if isinstance(value, Path)
+                   else value for key, value in self.site.items()}
+        self._prepare_content(on_host)
+
+    def _prepare_content(self, paths: dict) -> None:
+        """The theme installed by hand and activated once before the agent takes over, the
+        Admin API key (settings admin_key), and Ghost-CLI's ownership of content/.
+        paths: the site's paths as this process reaches them."""
+        kit = self.lab.kit
+        if self.settings.get("adopt", True):
+            kit.write_theme(paths["theme_dir"], self.footer(0))
+        else:  # the live symlink points outside content/ (the guest sees the same path)
+            kit.write_theme(self.hand_installed, self.footer(0))
+            paths["theme_dir"].symlink_to(self.hand_installed)
+        activate_theme(paths["db"], THEME)
+        if self.settings.get("admin_key") == "staff":
+            self.admin_key = add_staff_token(paths["db"])
+        elif self.settings.get("admin_key"):
+            self.admin_key = add_custom_integration(paths["db"], "ghost-deploy-agent")
+        # Ghost-CLI's ownership: content belongs to ghost:ghost, directories 775, files 664.
+        content = str(self.site["content"])
+        self.g.run(["chown", "-R", f"{GHOST_USER}:{GHOST_USER}", content])
+        self.g.run(["find", content, "-type", "d", "-exec", "chmod", "775", "{}", "+"])
+        self.g.run(["find", content, "-type", "f", "-exec", "chmod", "664", "{}", "+"])
 
     def footer(self, n: int | str) -> str:
         return f"{self.name} footer {n}"
@@ -985,7 +1052,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     shared = session()
     root = shared.run_dir / f"lab-{request.module.__name__.rsplit('.', 1)[-1]}"
     major = getattr(request.module, "GHOST_MAJOR", "5")  # a module may ask for Ghost 6
-    with Lab(root, shared.venv, shared.kit_for(major)) as the_lab:
+    # ... and for Ghost installed by Ghost-CLI inside the guest, as users install it.
+    by_cli = getattr(request.module, "GHOST_INSTALL", "layout") == "ghost-cli"
+    cli_kit = ensure_ghost_cli_kit(major=major) if by_cli else None
+    with Lab(root, shared.venv, shared.kit_for(major), cli_kit) as the_lab:
         yield the_lab
 
 

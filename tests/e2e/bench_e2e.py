@@ -16,7 +16,8 @@
   the Admin API, and broken themes (an unclosed {{#if}}, index.hbs removed) stopped by gscan;
   for contrast a broken theme without gscan (validate = false), caught by the checks after a
   restart and rolled back. Each row: answers that were not 200 out of all probes, and push ->
-  live (the new footer served) or push -> the recorded outcome.
+  live (the new footer served) or push -> the recorded outcome. With --ghost-cli, Ghost is
+  installed by Ghost-CLI inside the guest (as users install it) instead of laid out like it.
 * --tier: the wall time of `pytest tests/e2e -k e2e_` (warm: Ghost's build cached); the cold
   figure adds the cached build's own build time (from its marker), which is not redone here.
 
@@ -51,6 +52,7 @@ from tests.e2e.agent_host import (  # noqa: E402
     timed_push,
 )
 from tests.e2e.ghost import build_info, ensure_ghost_build  # noqa: E402
+from tests.e2e.ghost_cli import ensure_ghost_cli_kit  # noqa: E402
 from tests.e2e.guest import guest_supported  # noqa: E402
 
 
@@ -137,7 +139,8 @@ def bench_readers(lab: Lab, major: str) -> list[str]:
             took = time.time() - pushed.at
             time.sleep(1)  # what readers get right after
         end = "live" if record["outcome"] == "deployed" else record["outcome"]
-        rows.append(f"| {major}.x | {what} | {how} | {len(probe.failed)} of {probe.answers} "
+        ghost = f"{major}.x" + (" (Ghost-CLI)" if lab.cli_kit else "")
+        rows.append(f"| {ghost} | {what} | {how} | {len(probe.failed)} of {probe.answers} "
                     f"({', '.join(sorted(set(probe.failed))) or 'none'}) | push → {end} "
                     f"{took:.2f} s |")
 
@@ -181,6 +184,8 @@ def main() -> int:
     parser.add_argument("--readers", action="store_true",
                         help="only the readers' table (failed requests per kind of release)")
     parser.add_argument("--ghost", default="5,6", help="Ghost majors for --readers")
+    parser.add_argument("--ghost-cli", action="store_true",
+                        help="--readers on Ghost installed by Ghost-CLI in the guest")
     args = parser.parse_args()
     ok, reason = guest_supported()
     if not ok:
@@ -192,7 +197,9 @@ def main() -> int:
         rows = []
         for major in args.ghost.split(","):
             kit = shared.kit_for(major.strip())
-            with Lab(shared.run_dir / f"readers-{major}-{os.getpid()}", shared.venv, kit) as lab:
+            cli_kit = ensure_ghost_cli_kit(major=major.strip()) if args.ghost_cli else None
+            with Lab(shared.run_dir / f"readers-{major}-{os.getpid()}", shared.venv, kit,
+                     cli_kit) as lab:
                 rows += bench_readers(lab, major.strip())
         out(f"GET / every 20 ms through each release (poll_seconds={POLL_SECONDS}, "
             f"verify_seconds={VERIFY_SECONDS}):")

@@ -1,6 +1,7 @@
 """The releases readers never see fail (#12) on Ghost 6 (6.65 on node 22 from the npm
 registry), the Ghost sites run today: the same scenarios as test_e2e_golive.py, in a guest of
-its own whose Ghost is the 6.x build."""
+its own where each site's Ghost 6 is installed by Ghost-CLI (`ghost install`, systemd,
+sqlite3), with Ghost-CLI's own unit, layout and users."""
 
 # ruff: noqa: F401, F811 - the fixtures and the test are imported to run here with Ghost 6
 from __future__ import annotations
@@ -16,3 +17,4 @@ from tests.e2e.test_e2e_golive import (
 pytestmark = pytest.mark.e2e
 
 GHOST_MAJOR = "6"  # read by the lab fixture
+GHOST_INSTALL = "ghost-cli"
