@@ -67,6 +67,7 @@ def load(path: Path) -> Config:
     inline = [f"{table.label} {name}" for table in t.values() for name in table.inline_secrets]
     _git_remote(t["git"], inline)
     _site_defaults(t["site"])
+    _state_dir_default(t["agent"])
     _deploy_paths(t["deploy"], t["agent"])
     _settings_need_a_key(t["deploy"], t["ghost"])
     if "window" in t:
@@ -433,6 +434,15 @@ def _git_remote(git: _Table, inline: list[str]) -> None:
     userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     register_secret(quote(password or user, safe=""))
     git["remote"] = parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
+
+
+def _state_dir_default(agent: _Table) -> None:
+    """Without [agent] state_dir, the service's own directory when systemd names one
+    ($STATE_DIRECTORY, from StateDirectory=; the first of several): an instance
+    ghost-agent@<site> keeps its lock and history in /var/lib/ghost-agent/<site>."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if not agent.has("state_dir") and given and Path(given).is_absolute():
+        agent["state_dir"] = Path(os.path.normpath(given))
 
 
 def _deploy_paths(deploy: _Table, agent: _Table) -> None:

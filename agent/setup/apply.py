@@ -16,7 +16,7 @@ from typing import TextIO
 
 from agent import proc
 from agent.errors import CommandError, ExitCode
-from agent.setup.layout import UNIT, USER, SetupError, under_root
+from agent.setup.layout import SetupError, under_root
 from agent.setup.plan import Options, Plan
 from agent.setup.templates import packaged_files
 
@@ -55,11 +55,11 @@ def apply(plan: Plan, options: Options, out: TextIO) -> int:
     if live:  # --root is for packaging and tests: its commands would act on this host
         for command in plan.commands:
             _run(command, out)
-        notes += _access_notes(plan)
+        notes += _access_notes(plan, options.service.user)
     for note in notes:
         out.write(f"{note}\n")
     if live and not options.unit_only:
-        out.write(_next_step())
+        out.write(_next_step(options.service.unit))
     return ExitCode.OK
 
 
@@ -106,14 +106,15 @@ def write_packaged_files(directory: str | os.PathLike[str]) -> list[Path]:
     return written
 
 
-def _user_access(path: Path, want: int) -> bool | None:
-    """Would USER, with its groups, get `want` (os.R_OK or os.W_OK) on path? None: unknown
-    (no such user or path). Mode bits only (no ACLs): a hint for the operator, not a gate."""
+def _user_access(path: Path, want: int, name: str) -> bool | None:
+    """Would the user `name`, with its groups, get `want` (os.R_OK or os.W_OK) on path?
+    None: unknown (no such user or path). Mode bits only (no ACLs): a hint for the operator,
+    not a gate."""
     try:
-        user = pwd.getpwnam(USER)
+        user = pwd.getpwnam(name)
     except KeyError:
         return None
-    gids = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if USER in g.gr_mem}
+    gids = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
 
     def allowed(st: os.stat_result, need: int) -> bool:  # need: rwx bits, e.g. 0o3
         if st.st_uid == user.pw_uid:
@@ -136,28 +137,29 @@ def _user_access(path: Path, want: int) -> bool | None:
     return allowed(st, 0o5 if stat.S_ISDIR(st.st_mode) else 0o4)
 
 
-def _access_notes(plan: Plan) -> list[str]:
+def _access_notes(plan: Plan, user: str) -> list[str]:
     notes = []
     for path in plan.readable:
-        if _user_access(path, os.R_OK) is False:
-            notes.append(f"warning: {USER} cannot read {path}: chgrp {USER} {path} "
+        if _user_access(path, os.R_OK, user) is False:
+            notes.append(f"warning: {user} cannot read {path}: chgrp {user} {path} "
                          f"&& chmod 640 {path}")
     for path, why in plan.writable:
-        if _user_access(path, os.W_OK) is False:
-            notes.append(f"warning: {USER} cannot write {path} ({why.split(' (')[0]}): give "
+        if _user_access(path, os.W_OK, user) is False:
+            notes.append(f"warning: {user} cannot write {path} ({why.split(' (')[0]}): give "
                          "Ghost's group write access (chmod g+w) or use --ghost-group")
     return notes
 
 
-def _next_step() -> str:
+def _next_step(unit: str) -> str:
     """The closing hint: restart a running agent, else enable it."""
     active = False
     if shutil.which("systemctl") and SYSTEMD_RUNNING.is_dir():
         try:
-            active = proc.run(["systemctl", "is-active", "--quiet", UNIT],
+            active = proc.run(["systemctl", "is-active", "--quiet", unit],
                               timeout=QUERY_TIMEOUT, check=False).returncode == 0
         except CommandError:  # timed out: the hint falls back to enabling it
             active = False
     if active:
-        return f"ghost-agent is running: `systemctl restart {UNIT}` to apply the changes\n"
-    return f"next: `systemctl enable --now {UNIT}`, then `journalctl -u {UNIT} -f`\n"
+        return (f"{unit.removesuffix('.service')} is running: `systemctl restart {unit}` to "
+                "apply the changes\n")
+    return f"next: `systemctl enable --now {unit}`, then `journalctl -u {unit} -f`\n"

@@ -4,9 +4,11 @@ config and the host, makes the plan and applies it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -15,7 +17,7 @@ from agent.config import config_path, load_config
 from agent.setup import host
 from agent.setup.apply import apply
 from agent.setup.credstore import credstore_view
-from agent.setup.layout import DEFAULT_GHOST_GROUP, SetupError
+from agent.setup.layout import DEFAULT_GHOST_GROUP, SINGLE, Service, SetupError
 from agent.setup.options import add_arguments  # noqa: F401 - re-exported
 from agent.setup.plan import Options, make_plan
 
@@ -29,9 +31,11 @@ def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
     root = Path(args.root).absolute()
     if not root.is_dir():
         raise SetupError(f"--root {args.root}: not a directory")
+    site = getattr(args, "instance", None)
+    service = SINGLE if site is None else Service.instance(site)
     group = args.ghost_group
     if group is None:
-        group = host.group_from_sysusers(root) or DEFAULT_GHOST_GROUP
+        group = host.group_from_sysusers(root, service) or DEFAULT_GHOST_GROUP
     if group and not _GROUP_NAME.fullmatch(group):
         raise SetupError(f"--ghost-group {group!r}: not a group name")
     # Only the live root's groups are this host's; a dry run warns instead of stopping.
@@ -42,16 +46,35 @@ def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
             raise SetupError(message)
         out.write(f"warning: {message}\n")
     options = Options(root=root, dry_run=args.dry_run, ghost_group=group,
-                      unit_only=args.unit_only, layout=args.layout)
+                      unit_only=args.unit_only, layout=args.layout, service=service)
     config = config_file = None
     if not args.unit_only:
-        config_file = Path(os.path.normpath(config_path(getattr(args, "config", None))
-                                            .absolute()))
-        with credstore_view(root):  # [slack] may get its webhook from the credstore
+        named = getattr(args, "config", None)
+        # an instance's own config unless --config names one ($GHOST_AGENT_CONFIG is one site's)
+        chosen = config_path(named) if service.site is None else Path(named or
+                                                                      service.default_config)
+        config_file = Path(os.path.normpath(chosen.absolute()))
+        # [slack] may get its webhook from the credstore; state_dir defaults to the unit's
+        with credstore_view(root, service.credential_prefix), _state_directory(service):
             config = load_config(config_file)
-    facts = host.look(root, args.exec_path, config)
+    facts = host.look(root, args.exec_path, config, service)
     plan = make_plan(options, config, config_file, facts)
     return apply(plan, options, out)
+
+
+@contextlib.contextmanager
+def _state_directory(service: Service) -> Iterator[None]:
+    """$STATE_DIRECTORY as the service's StateDirectory= sets it, while its config is loaded:
+    the default [agent] state_dir (config_load) is then the one the service will use."""
+    saved = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(service.state_dir)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("STATE_DIRECTORY", None)
+        else:
+            os.environ["STATE_DIRECTORY"] = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:

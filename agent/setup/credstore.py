@@ -13,20 +13,21 @@ from agent.setup.layout import CREDENTIAL_PREFIX, CREDENTIALS, CREDSTORE, under_
 
 
 @contextlib.contextmanager
-def credstore_view(root: Path = Path("/")) -> Iterator[None]:
+def credstore_view(root: Path = Path("/"), prefix: str = CREDENTIAL_PREFIX) -> Iterator[None]:
     """$CREDENTIALS_DIRECTORY as the service will see it, for loading the config outside the
-    service: a temporary directory with <name> -> <root>/etc/credstore/ghost-agent.<name> for
-    each credential present (readable by root only, like the files). Does nothing when
+    service: a temporary directory with <name> -> <root>/etc/credstore/<prefix><name> for
+    each credential present (readable by root only, like the files); prefix is
+    ghost-agent. (or an instance's ghost-agent.<site>.). Does nothing when
     $CREDENTIALS_DIRECTORY is already set (inside the service) or nothing is readable."""
     store = under_root(root, CREDSTORE)
     present = [name for name in CREDENTIALS
-               if os.access(store / f"{CREDENTIAL_PREFIX}{name}", os.R_OK)]
+               if os.access(store / f"{prefix}{name}", os.R_OK)]
     if os.environ.get("CREDENTIALS_DIRECTORY") or not present:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="ghost-agent-credentials.") as view:
         for name in present:
-            os.symlink(store / f"{CREDENTIAL_PREFIX}{name}", Path(view) / name)
+            os.symlink(store / f"{prefix}{name}", Path(view) / name)
         os.environ["CREDENTIALS_DIRECTORY"] = view
         try:
             yield

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.setup.layout import (JOURNAL_GROUP, NGINX_DIR, PIP_UNIT_PATH, SYSUSERS_PATH, UNIT_PATHS,
-                                USER, under_root, writable_paths)
+from agent.setup.layout import (JOURNAL_GROUP, NGINX_DIR, SINGLE, Service, under_root,
+                                writable_paths)
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -31,20 +31,23 @@ class Host:
     exec_path: str | None = None  # --exec, else the ghost-agent found; None: none found
     interpreters: tuple[Path, ...] = ()  # exec_path's #! interpreter, and where it leads
     dirs: frozenset[Path] = frozenset()  # those of the config's writable paths that exist
+    single_site: bool = False  # ghost-agent.service's drop-in exists (setup ran for it)
 
 
-def look(root: Path, exec_path: str | None, config: Config | None) -> Host:
-    """Read the facts under root; exec_path is --exec (None: find it). Never raises for
-    what it cannot find: the plan decides whether that matters."""
+def look(root: Path, exec_path: str | None, config: Config | None,
+         service: Service = SINGLE) -> Host:
+    """Read the facts for `service` under root; exec_path is --exec (None: find it). Never
+    raises for what it cannot find: the plan decides whether that matters."""
     exec_path = exec_path or find_exec()
-    dirs = frozenset(path for path, _ in (writable_paths(config) if config is not None else [])
-                     if under_root(root, path).is_dir())
-    return Host(packaged=any(under_root(root, p).exists() for p in UNIT_PATHS),
-                pip_unit=under_root(root, PIP_UNIT_PATH).exists(),
+    wanted = writable_paths(config, service) if config is not None else []
+    dirs = frozenset(path for path, _ in wanted if under_root(root, path).is_dir())
+    return Host(packaged=any(under_root(root, p).exists() for p in service.packaged_unit_paths),
+                pip_unit=under_root(root, service.pip_unit_path).exists(),
                 nginx=under_root(root, NGINX_DIR).is_dir(),
                 exec_path=exec_path,
                 interpreters=_interpreters(exec_path, root) if exec_path else (),
-                dirs=dirs)
+                dirs=dirs,
+                single_site=under_root(root, SINGLE.dropin_path).exists())
 
 
 def find_exec() -> str | None:
@@ -82,15 +85,15 @@ def _interpreters(exec_path: str, root: Path) -> tuple[Path, ...]:
     return (Path(words[0]),)
 
 
-def group_from_sysusers(root: Path) -> str | None:
-    """Ghost's group named in the sysusers file of an earlier setup, if any."""
+def group_from_sysusers(root: Path, service: Service = SINGLE) -> str | None:
+    """Ghost's group named in the sysusers file of an earlier setup of `service`, if any."""
     try:
-        text = under_root(root, SYSUSERS_PATH).read_text(encoding="utf-8")
+        text = under_root(root, service.sysusers_path).read_text(encoding="utf-8")
     except OSError:
         return None
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 3 and words[:2] == ["m", USER] and words[2] != JOURNAL_GROUP:
+        if len(words) == 3 and words[:2] == ["m", service.user] and words[2] != JOURNAL_GROUP:
             return words[2]
     return None
 

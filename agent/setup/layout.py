@@ -2,15 +2,22 @@
 the service's sandbox hides, which directories a config makes the agent write; and
 SetupError.
 
+Service names one installed service: the single-site ghost-agent.service (Service()) or an
+instance ghost-agent@<site>.service of the template unit (Service.instance(site)), each
+with its own user, state, cache, credentials, polkit rule, drop-in and sysusers file.
+
 Paths are absolute as on the target system; under_root() places one under --root.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.config import DEFAULT_CONFIG_PATH
 from agent.errors import AgentError, ExitCode
 
 if TYPE_CHECKING:
@@ -55,6 +62,101 @@ class SetupError(AgentError):
     exit_code = ExitCode.FAILED
 
 
+#: The template unit's file, whose instances are ghost-agent@<site>.service.
+TEMPLATE_UNIT = "ghost-agent@.service"
+#: A site's name as an instance: a systemd instance name and, as ghost-agent-<site>, a user
+#: name (at most 32 characters): lowercase letters, digits and inner dashes, 1 to 20 of them.
+_SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
+#: Names an instance cannot take: the single-site agent's config (agent.toml) and what it
+#: keeps in /var/lib/ghost-agent, which holds the instances' state directories.
+RESERVED_SITES = frozenset({"agent", "cache", "releases", "slack-spool", "tmp"})
+
+
+@dataclass(frozen=True)
+class Service:
+    """The names and paths of one service: site None is the single-site ghost-agent.service;
+    a site is the instance ghost-agent@<site>.service (see instance())."""
+
+    site: str | None = None
+
+    @classmethod
+    def instance(cls, site: str) -> Service:
+        """The instance for `site`; SetupError (one line) when it cannot be an instance name."""
+        if not _SITE.fullmatch(site):
+            raise SetupError(f"--instance {site!r}: expected 1 to 20 lowercase letters, digits "
+                             "or dashes, not starting or ending with a dash (a systemd instance "
+                             f"name, and the user {USER}-<site>)")
+        if site in RESERVED_SITES:
+            raise SetupError(f"--instance {site}: reserved (the single-site agent's "
+                             f"{'config' if site == 'agent' else 'state'} uses that name)")
+        return cls(site)
+
+    @property
+    def user(self) -> str:
+        """The system user it runs as: ghost-agent, ghost-agent-<site>."""
+        return USER if self.site is None else f"{USER}-{self.site}"
+
+    @property
+    def unit(self) -> str:
+        """ghost-agent.service, ghost-agent@<site>.service."""
+        return UNIT if self.site is None else f"ghost-agent@{self.site}.service"
+
+    @property
+    def unit_file(self) -> str:
+        """The file that defines the unit: ghost-agent.service or the template's."""
+        return UNIT if self.site is None else TEMPLATE_UNIT
+
+    @property
+    def packaged_unit_paths(self) -> tuple[Path, ...]:
+        """Where the Debian package installs unit_file."""
+        return tuple(Path(d) / self.unit_file for d in ("/lib/systemd/system",
+                                                        "/usr/lib/systemd/system"))
+
+    @property
+    def pip_unit_path(self) -> Path:
+        return Path("/etc/systemd/system") / self.unit_file
+
+    @property
+    def dropin_path(self) -> Path:
+        return Path("/etc/systemd/system") / f"{self.unit}.d" / "50-setup.conf"
+
+    @property
+    def polkit_path(self) -> Path:
+        return Path("/etc/polkit-1/rules.d") / f"10-{self.user}.rules"
+
+    @property
+    def sysusers_path(self) -> Path:
+        return Path("/etc/sysusers.d") / f"{self.user}.conf"
+
+    @property
+    def nginx_path(self) -> Path:
+        name = "ghost-agent" if self.site is None else f"ghost-agent-{self.site}"
+        return NGINX_DIR / "snippets" / f"{name}-ci-cd.conf"
+
+    @property
+    def state_dir(self) -> Path:
+        """StateDirectory= (also the user's home): /var/lib/ghost-agent[/<site>]."""
+        return STATE_DIR if self.site is None else STATE_DIR / self.site
+
+    @property
+    def cache_dir(self) -> Path:
+        return CACHE_DIR if self.site is None else CACHE_DIR / self.site
+
+    @property
+    def credential_prefix(self) -> str:
+        """/etc/credstore/<prefix><name>: ghost-agent.<name>, ghost-agent.<site>.<name>."""
+        return CREDENTIAL_PREFIX if self.site is None else f"{CREDENTIAL_PREFIX}{self.site}."
+
+    @property
+    def default_config(self) -> Path:
+        """/etc/ghost-agent/agent.toml, /etc/ghost-agent/<site>.toml."""
+        return DEFAULT_CONFIG_PATH if self.site is None else \
+            DEFAULT_CONFIG_PATH.with_name(f"{self.site}.toml")
+
+
+SINGLE = Service()
+
+
 def under_root(root: Path, path: Path) -> Path:
     """Absolute `path` of the target system, as it lies under --root `root`."""
     return root / path.relative_to("/")
@@ -68,9 +170,9 @@ def hidden_by(path: Path) -> Path | None:
     return None
 
 
-def writable_paths(config: Config) -> list[tuple[Path, str]]:
-    """(path, why) for every directory the agent writes outside its own state and cache
-    directories, in a fixed order, without duplicates or paths inside another one."""
+def writable_paths(config: Config, service: Service = SINGLE) -> list[tuple[Path, str]]:
+    """(path, why) for every directory the agent writes outside the service's own state and
+    cache directories, in a fixed order, without duplicates or paths inside another one."""
     wanted: list[tuple[Path, str]] = [
         (config.agent.state_dir, "[agent] state_dir"),
         (config.deploy.releases_dir, "[deploy] releases_dir"),
@@ -79,7 +181,7 @@ def writable_paths(config: Config) -> list[tuple[Path, str]]:
     ]
     if config.fleet is not None and config.fleet.out_dir is not None:
         wanted.append((config.fleet.out_dir, "[fleet] out_dir"))
-    covered = [STATE_DIR, CACHE_DIR]
+    covered = [service.state_dir, service.cache_dir]
     chosen: list[tuple[Path, str]] = []
     for path, why in wanted:
         path = Path(os.path.normpath(path))

@@ -10,6 +10,11 @@ from agent.setup.layout import DEFAULT_GHOST_GROUP
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `ghost-agent setup` (cli.py adds the subcommand; --config is global)."""
+    parser.add_argument("--instance", metavar="SITE", default=None,
+                        help="set up the instance ghost-agent@SITE.service of a server with "
+                             "several sites (user ghost-agent-SITE, state /var/lib/ghost-agent/"
+                             "SITE, secrets /etc/credstore/ghost-agent.SITE.<name>); --config "
+                             "then defaults to /etc/ghost-agent/SITE.toml")
     parser.add_argument("--dry-run", action="store_true",
                         help="print every file and command, write and run nothing")
     parser.add_argument("--root", metavar="DIR", default="/",
