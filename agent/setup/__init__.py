@@ -16,6 +16,11 @@ way every time (no dates, a fixed order), with a header saying where it came fro
   pointing at the installed `ghost-agent`, and `ghost-agentctl`, which runs a manual command
   (rollback, deploy --ref, hold, ...) the way the service runs.
 
+With --instance SITE, the same for one of several sites on a server: the instance
+ghost-agent@SITE.service of the template unit, with its own user ghost-agent-SITE (polkit
+tells callers apart by user only), /var/lib/ghost-agent/SITE, /etc/ghost-agent/SITE.toml,
+/etc/credstore/ghost-agent.SITE.<name>, 10-ghost-agent-SITE.rules and drop-in (layout.Service).
+
 Then it runs systemd-sysusers and `systemctl daemon-reload`. --dry-run prints all of it and
 writes nothing; --root DIR writes under DIR and runs nothing (for packaging and tests).
 
