@@ -22,6 +22,7 @@ is made rshared (systemd does that at boot outside containers; LoadCredential= n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -158,7 +159,7 @@ def as_agent_in_sandbox(g: Guest, script: str) -> subprocess.CompletedProcess[st
                  check=False)
 
 
-def setup_command(g: Guest, bin_dir: str = "/opt/venvs/ghost-deploy-agent/bin") -> list[str]:
+def setup_command(g: Guest, bin_dir: str = "/usr/lib/ghost-deploy-agent/venv/bin") -> list[str]:
     """`ghost-agent setup`; `python -m agent.setup` (the same) while cli.py lacks it."""
     if g.run([f"{bin_dir}/ghost-agent", "setup", "--help"], check=False).returncode == 0:
         return [f"{bin_dir}/ghost-agent", "setup"]
@@ -235,14 +236,19 @@ def prepare_server(g: Guest) -> None:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package: $GHOST_AGENT_DEB, else built now by packaging/build-deb."""
+_built: dict[str, Path] = {}
+
+
+def build_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package: $GHOST_AGENT_DEB, else built by packaging/build-deb (once per process:
+    test_deb_distros.py installs the same one)."""
     given = os.environ.get("GHOST_AGENT_DEB")
     if given:
         return Path(given).resolve()
-    if shutil.which("dh_virtualenv") is None or shutil.which("dpkg-buildpackage") is None:
-        pytest.skip("dh-virtualenv/debhelper not installed (tests/run installs them)")
+    if "deb" in _built and _built["deb"].exists():
+        return _built["deb"]
+    if shutil.which("dh") is None or shutil.which("dpkg-buildpackage") is None:
+        pytest.skip("debhelper/dpkg-dev not installed (tests/run installs them)")
     out = tmp_path_factory.mktemp("deb")
     started = time.monotonic()
     done = subprocess.run([str(REPO / "packaging/build-deb"), "--out", str(out)],
@@ -252,12 +258,20 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert len(debs) == 1, done.stdout
     print(f"\n[install-e2e] built {debs[0].name} in {time.monotonic() - started:.1f}s, "
           f"{debs[0].stat().st_size // 1024} KiB; {done.stdout.strip().splitlines()[-1]}")
+    _built["deb"] = debs[0]
     return debs[0]
 
 
 @pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package: $GHOST_AGENT_DEB, else built now by packaging/build-deb."""
+    return build_deb(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same package with a higher version: what an upgrade installs."""
+    """The same package with a higher version: what an upgrade installs. Its requirements.txt
+    differs (a comment), as a new version's wheels do: the upgrade builds a new virtualenv."""
     work = tmp_path_factory.mktemp("deb-upgrade")
     tree = work / "tree"
     subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
@@ -265,6 +279,13 @@ def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = control.read_text()
     version = re.search(r"^Version: (.+)$", text, re.M).group(1)
     control.write_text(text.replace(f"Version: {version}", f"Version: {version}+e2e1"))
+    relative = "usr/share/ghost-deploy-agent/wheels/requirements.txt"
+    with open(tree / relative, "a") as fh:
+        fh.write("# the e2e upgrade\n")
+    sums = tree / "DEBIAN/md5sums"
+    digest = hashlib.md5((tree / relative).read_bytes()).hexdigest()  # noqa: S324 - dpkg's
+    sums.write_text(re.sub(rf"^\w+(  {re.escape(relative)})$", rf"{digest}\1", sums.read_text(),
+                           flags=re.M))
     target = work / deb.name.replace(f"_{version}_", f"_{version}+e2e1_")
     subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(target)],
                    check=True, capture_output=True)
@@ -316,8 +337,13 @@ def test_install_creates_the_user_and_does_not_start_the_agent(server: Guest, de
                  env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
     assert "ghost-agent setup" in done.stdout  # the next steps are printed
     assert g.run(["ghost-agent", "--version"]).stdout.strip().startswith("ghost-agent ")
-    assert g.run(["readlink", "/usr/bin/ghost-agent"]).stdout.strip() == \
-        "/opt/venvs/ghost-deploy-agent/bin/ghost-agent"
+    # the agent's virtualenv, made by postinst from the wheels the package ships (the guest
+    # has no network), of the system's python3
+    venv = g.run(["readlink", "-f", "/usr/lib/ghost-deploy-agent/venv"]).stdout.strip()
+    assert venv.startswith("/usr/lib/ghost-deploy-agent/venv-3.")
+    assert g.run(["readlink", "-f", "/usr/bin/ghost-agent"]).stdout.strip() == \
+        f"{venv}/bin/ghost-agent"
+    assert "home = /usr/bin\n" in g.run(["cat", f"{venv}/pyvenv.cfg"]).stdout
     user = g.run(["getent", "passwd", "ghost-agent"]).stdout.strip().split(":")
     assert user[5:] == ["/var/lib/ghost-agent", "/usr/sbin/nologin"] and int(user[2]) < 1000
     assert "systemd-journal" in g.run(["id", "-nG", "ghost-agent"]).stdout.split()
@@ -431,7 +457,8 @@ def test_the_agent_cannot_write_outside_its_paths(server: Guest) -> None:
         assert r.returncode == 0, f"{what} ({directory}): {r.stderr}"
     # group ghost may write Ghost's images directory, the sandbox forbids it: read-only
     assert "ghost" in g.run(["stat", "-c", "%G %a", f"{CONTENT}/images"]).stdout
-    for directory in (f"{CONTENT}/images", CONTENT, "/etc/ghost-agent", "/opt/venvs",
+    for directory in (f"{CONTENT}/images", CONTENT, "/etc/ghost-agent",
+                      "/usr/lib/ghost-deploy-agent/venv/lib",
                       "/usr/local/bin", REPO_DIR, "/var/www"):
         r = as_agent_in_sandbox(g, f"touch {directory}/.probe")
         assert r.returncode != 0, f"{directory}: writable"
@@ -492,8 +519,14 @@ def test_upgrade_keeps_config_and_state_and_restarts_the_agent(server: Guest,
     history = len(ci_cd(g)["deploys"])
     releases = g.run(["ls", "/var/lib/ghost-agent/releases"]).stdout
     before = prop(g, AGENT, "InvocationID")
-    g.run(["apt-get", "install", "-y", "-q", str(upgrade_deb)],
-          env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    venv = g.run(["readlink", "-f", "/usr/lib/ghost-deploy-agent/venv"]).stdout.strip()
+    done = g.run(["apt-get", "install", "-y", "-q", str(upgrade_deb)],
+                 env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    # a new virtualenv (other wheels), the agent restarted on it, the old one gone
+    assert "make-venv: /usr/lib/ghost-deploy-agent/venv -> venv-3." in done.stdout, done.stdout
+    new_venv = g.run(["readlink", "-f", "/usr/lib/ghost-deploy-agent/venv"]).stdout.strip()
+    assert new_venv != venv
+    assert g.run(["test", "-e", venv], check=False).returncode != 0, "old virtualenv left"
     assert "+e2e1" in g.run(["dpkg-query", "-W", "-f", "${Version}",
                              "ghost-deploy-agent"]).stdout
     wait_for(lambda: g.systemctl("is-active", AGENT, check=False).stdout.strip() == "active",
@@ -506,6 +539,12 @@ def test_upgrade_keeps_config_and_state_and_restarts_the_agent(server: Guest,
     # and it still deploys
     state["v3"] = push_release(g, "release three")
     wait_for(lambda: deployed(g, state["v3"]), 60, "release three deployed")
+    # configuring the same version again keeps the virtualenv
+    done = g.run(["dpkg-reconfigure", "ghost-deploy-agent"],
+                 env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
+    assert "is up to date" in done.stdout, done.stdout
+    assert g.run(["readlink", "-f", "/usr/lib/ghost-deploy-agent/venv"]).stdout.strip() == \
+        new_venv
 
 
 def test_remove_stops_the_agent_and_keeps_config_and_state(server: Guest) -> None:
@@ -517,7 +556,8 @@ def test_remove_stops_the_agent_and_keeps_config_and_state(server: Guest) -> Non
     for path in ("/etc/ghost-agent/agent.toml", "/var/lib/ghost-agent/state.json",
                  "/etc/polkit-1/rules.d/10-ghost-agent.rules"):
         assert g.run(["test", "-e", path], check=False).returncode == 0, path
-    assert g.run(["test", "-e", "/opt/venvs/ghost-deploy-agent"], check=False).returncode != 0
+    for path in ("/usr/lib/ghost-deploy-agent", "/usr/bin/ghost-agent"):  # the virtualenv too
+        assert g.run(["test", "-e", path], check=False).returncode != 0, path
     assert "release three" in home(g)  # Ghost keeps serving the live release
 
 
