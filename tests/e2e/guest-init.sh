@@ -2,10 +2,10 @@
 # Runs as PID 1 of the guest's fresh namespaces (started by tests/e2e/guest.py through
 # `unshare --mount --propagation private --pid --fork --uts --ipc --cgroup [--net]`).
 #
-# Builds the guest's root in the PRIVATE mount namespace: an overlay of the host's `/` whose
-# upper layer is a tmpfs (nothing reaches the host disk), fresh proc/sys/cgroup2/dev/run/tmp,
-# the requested host directories bound at the same paths, host-touching units masked; then
-# pivot_root()s into it, drops capabilities and execs systemd.
+# Builds the guest's root in the PRIVATE mount namespace: an overlay of the host's `/` (or of
+# $GHOSTAGENT_LOWERDIR) whose upper layer is a tmpfs (nothing reaches the host disk), fresh
+# proc/sys/cgroup2/dev/run/tmp, the requested host directories bound at the same paths,
+# host-touching units masked; then pivot_root()s into it, drops capabilities and execs systemd.
 #
 # Usage: guest-init.sh MOUNTPOINT NAME NETWORK(0|1) TARGET MASKS DROP_CAPS [BIND...]
 #   MASKS is a space-separated list of unit names, DROP_CAPS a comma-separated setpriv list.
@@ -16,9 +16,12 @@ set -eu
 base=$1 name=$2 network=$3 target=$4 masks=$5 drop_caps=$6
 shift 6
 
+# The guest's lower layer: the host's `/`, or another root file system (Guest(root=...): a
+# Debian rootfs made by debootstrap) when GHOSTAGENT_LOWERDIR names one.
+lower=${GHOSTAGENT_LOWERDIR:-/}
 mount -t tmpfs -o mode=0755,size=50% ghostagent-layers "$base"
 mkdir "$base/upper" "$base/work" "$base/root"
-mount -t overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" ghostagent-root \
+mount -t overlay -o "lowerdir=$lower,upperdir=$base/upper,workdir=$base/work" ghostagent-root \
     "$base/root"
 R=$base/root
 

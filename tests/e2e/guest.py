@@ -11,6 +11,8 @@ How it keeps the host untouched (see tests/e2e/guest-init.sh for the inside half
 * The guest runs in new mount, PID, UTS, IPC and cgroup namespaces (and, by default, a new
   network namespace with only `lo`), on an overlay of the host's `/` whose upper layer is a
   tmpfs. Only the directories in `binds` are the host's, read-write, at the same paths.
+  `root=` boots another root file system the same way (a Debian rootfs made by
+  tests/e2e/debootstrap.py): the overlay's lower layer is that directory instead of `/`.
 * Its systemd boots a tiny target that only pulls basic.target; units that would touch the
   host (getty, ssh, postgresql, timers, sysctl, module loading, /tmp clean-up, ...) are
   masked; capabilities such as CAP_SYS_MODULE/SYS_TIME/SYS_RAWIO/NET_ADMIN are dropped.
@@ -267,12 +269,15 @@ class Guest:
     name: hostname, `container=` value and cgroup prefix.
     network: True (default) gives the guest a private network namespace with only `lo` up, so
         127.0.0.1:2368 inside is not the host's; False shares the host's network.
+    root: None (default) boots the host's `/`; a directory boots that root file system instead
+        (e.g. a Debian rootfs made by tests/e2e/debootstrap.py, with its own systemd), through
+        the same throwaway overlay: the directory itself is never written.
     """
 
     timings: list[tuple[str, float, float]] = []  # shared by all guests
 
     def __init__(self, scratch: Path, binds: Iterable[Path] = (), name: str = "ghostagent-e2e",
-                 network: bool = True) -> None:
+                 network: bool = True, root: Path | None = None) -> None:
         global _counter
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,40}", name):
             raise ValueError(f"bad guest name {name!r} (letters, digits, '-')")
@@ -285,6 +290,9 @@ class Guest:
                 raise ValueError(f"cannot bind {b} into the guest")
         self.name = name
         self.network = network
+        self.root = Path(root).resolve() if root is not None else None
+        if self.root is not None and not (self.root / "lib/systemd/systemd").exists():
+            raise ValueError(f"root {self.root} has no /lib/systemd/systemd to boot")
         _counter += 1
         base = _cgroup_base()
         self.cgroup: Path | None = (
@@ -337,7 +345,9 @@ class Guest:
         try:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._console, stderr=self._console,
-                env={"PATH": GUEST_PATH, "LANG": "C.UTF-8"}, start_new_session=True,
+                env={"PATH": GUEST_PATH, "LANG": "C.UTF-8",
+                     **({"GHOSTAGENT_LOWERDIR": str(self.root)} if self.root else {})},
+                start_new_session=True,
             )
             self._wait_booted(t0 + timeout)
         except BaseException:
