@@ -8,6 +8,8 @@ summarize() is pure and never trusts a document it is handed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -77,47 +79,76 @@ def load_previous(out_dir: Path | None) -> dict | None:
     return doc if isinstance(doc, dict) and doc.get("kind") == "fleet" else None
 
 
-def summarize(answers: list[SiteAnswer], now: datetime, *, previous: dict | None = None) -> dict:
+@dataclass(frozen=True)
+class SiteSummary:
+    """What the report keeps of one site's answer: a few small values, whatever it sent.
+
+    flag: the group (None when the answer is unusable: the group is then last time's, or
+    none); versions: the (as written, parsed) versions the site names, for its group's
+    newest; entry: the report's line, its "state" None until the group is known; inputs:
+    what the state is judged from (None when entry is final).
+    """
+
+    url: str
+    flag: str | None
+    versions: tuple[tuple[str, tuple[int, ...]], ...]
+    entry: dict
+    inputs: tuple | None
+
+
+def summarize_site(answer: SiteAnswer) -> SiteSummary:
+    """One site's answer reduced to a SiteSummary (never raises; the document is judged
+    here, so a fetch can drop it at once). summarize() gives the same report from these as
+    from the answers."""
+    doc = answer.doc if isinstance(answer.doc, dict) else None
+    if doc is not None and answer.error is None:
+        problem = shape_problem(doc)
+        if problem is None:
+            flag = one_line(doc.get("flag"), NAME_MAX)
+            versions: tuple = ()
+            try:
+                versions = _site_versions(flag, doc)
+                entry, inputs = _site_entry(answer, doc)
+            except Exception as exc:  # noqa: BLE001 - an answer nobody foresaw: report it
+                odd = SiteAnswer(answer.url, None, f"bad answer: {type(exc).__name__}",
+                                 answer.ms)
+                entry, inputs = _failed_entry(odd, {"site": doc.get("site")}), None
+            return SiteSummary(answer.url, flag, versions, entry, inputs)
+        answer = SiteAnswer(answer.url, None, f"wrong schema: {problem}", answer.ms)
+    return SiteSummary(answer.url, None, (), _failed_entry(answer, None), None)
+
+
+def summarize(answers: Sequence[SiteAnswer | SiteSummary], now: datetime, *,
+              previous: dict | None = None) -> dict:
     """The fleet document: per group (a site's flag) and version, each site's state.
 
-    `previous` (optional) is an earlier fleet document: a site that does not answer now is
-    listed in the group it was in then; without it (or unknown there) it is listed in the
-    top-level "unreachable" list.
+    `answers`: fetch answers, or their summarize_site() (the same report, without keeping
+    documents). `previous` (optional) is an earlier fleet document: a site that does not
+    answer now is listed in the group it was in then; without it (or unknown there) it is
+    listed in the top-level "unreachable" list.
     """
     known = _previous_groups(previous)
-    groups: dict[str, list[tuple[SiteAnswer, dict | None]]] = {}
+    groups: dict[str, list[SiteSummary]] = {}
     orphans: list[dict] = []
-    for answer in answers:
-        doc = answer.doc if isinstance(answer.doc, dict) else None
-        if doc is not None and answer.error is None:
-            problem = shape_problem(doc)
-            if problem is None:
-                flag = one_line(doc.get("flag"), NAME_MAX)
-                groups.setdefault(flag, []).append((answer, doc))
-                continue
-            answer = SiteAnswer(answer.url, None, f"wrong schema: {problem}", answer.ms)
-        previous_site = known.get(one_line(answer.url, 500))
+    for item in answers:
+        site = item if isinstance(item, SiteSummary) else summarize_site(item)
+        if site.flag is not None:
+            groups.setdefault(site.flag, []).append(site)
+            continue
+        previous_site = known.get(site.entry["url"])
         if previous_site:
+            entry = {**site.entry, "site": _text(previous_site.get("site"), NAME_MAX)}
             groups.setdefault(one_line(previous_site["flag"], NAME_MAX), []).append(
-                (answer, None))
+                SiteSummary(site.url, None, (), entry, None))
         else:
-            orphans.append(_failed_entry(answer, None))
+            orphans.append(site.entry)
 
     out_groups = []
     for flag in sorted(groups):
         members = groups[flag]
-        newest = _group_newest(flag, [doc for _, doc in members if doc is not None])
-        sites = []
-        for answer, doc in members:
-            if doc is None:
-                sites.append(_failed_entry(answer, known.get(one_line(answer.url, 500))))
-                continue
-            try:
-                sites.append(_site_entry(answer, doc, flag, newest))
-            except Exception as exc:  # noqa: BLE001 - an answer nobody foresaw: report it
-                odd = SiteAnswer(answer.url, None, f"bad answer: {type(exc).__name__}",
-                                 answer.ms)
-                sites.append(_failed_entry(odd, {"site": doc.get("site")}))
+        newest = _group_newest(members)
+        sites = [m.entry if m.inputs is None else {**m.entry, "state": _state(m.inputs, newest)}
+                 for m in members]
         sites.sort(key=lambda s: (STATES.index(s["state"]), s["url"]))
         counts = {state: 0 for state in COUNT_ORDER}
         for site in sites:
@@ -164,27 +195,36 @@ def _previous_groups(previous: dict | None) -> dict[str, dict]:
     return known
 
 
-def _group_newest(flag: str, docs: list[dict]) -> tuple[str, tuple[int, ...]] | None:
-    """The newest version among the group's live versions, pending targets and newest
-    deploy records: (as written, parsed)."""
-    best: tuple[str, tuple[int, ...]] | None = None
+def _site_versions(flag: str, doc: dict) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The versions a site names, for its group's newest: its live version, its pending
+    target's and its newest deploy record's, as (as written, parsed)."""
+    found = []
 
     def consider(version: Any) -> None:
-        nonlocal best
         key = _version_key(version)
-        if key is not None and (best is None or key > best[1]):
-            best = (one_line(version, NAME_MAX), key)
+        if key is not None:
+            found.append((one_line(version, NAME_MAX), key))
 
-    for doc in docs:
-        current = doc.get("current")
-        if isinstance(current, dict):
-            consider(current.get("version"))
-        pending = doc.get("pending")
-        if isinstance(pending, dict):
-            consider(_pending_version(pending, flag))
-        deploys = _deploys(doc)
-        if deploys:
-            consider(deploys[0].get("version"))
+    current = doc.get("current")
+    if isinstance(current, dict):
+        consider(current.get("version"))
+    pending = doc.get("pending")
+    if isinstance(pending, dict):
+        consider(_pending_version(pending, flag))
+    deploys = _deploys(doc)
+    if deploys:
+        consider(deploys[0].get("version"))
+    return tuple(found)
+
+
+def _group_newest(members: list[SiteSummary]) -> tuple[str, tuple[int, ...]] | None:
+    """The newest version the group's sites name: (as written, parsed); the first named wins
+    a tie."""
+    best: tuple[str, tuple[int, ...]] | None = None
+    for member in members:
+        for shown, key in member.versions:
+            if best is None or key > best[1]:
+                best = (shown, key)
     return best
 
 
@@ -213,40 +253,26 @@ def _deploys(doc: dict) -> list[dict]:
     return [d for d in deploys if isinstance(d, dict)]
 
 
-def _site_entry(answer: SiteAnswer, doc: dict, flag: str,
-                newest: tuple[str, tuple[int, ...]] | None) -> dict:
-    """The report's line of a site that answered: its state and what it is running."""
+def _site_entry(answer: SiteAnswer, doc: dict) -> tuple[dict, tuple]:
+    """The report's line of a site that answered, its state left to _state(), and what
+    _state() judges it from."""
     current = doc.get("current") if isinstance(doc.get("current"), dict) else None
     pending = doc.get("pending") if isinstance(doc.get("pending"), dict) else None
     deploys = _deploys(doc)
     last = deploys[0] if deploys else None
     live_version = current.get("version") if current else None
-    live_key = _version_key(live_version)
     last_outcome = last.get("outcome") if last else None
-
-    state = "updated"
-    # a failed try of an older version than the group's newest is history, not news
-    if last_outcome in ("rolled_back", "failed"):
-        rec_key = _version_key(last.get("version"))
-        if newest is None or rec_key is None or rec_key >= newest[1]:
-            state = last_outcome
-    if state == "updated":
-        if pending is not None:
-            state = "pending"
-        elif current is None or not current.get("commit"):
-            state = "old_version" if newest is not None else "updated"
-            if last_outcome in ("rolled_back", "failed"):
-                state = last_outcome
-        elif newest is not None and (live_key is None or live_key < newest[1]):
-            state = "old_version"
-
+    tried = last_outcome if last_outcome in ("rolled_back", "failed") else None
+    inputs = (tried, _version_key(last.get("version")) if tried else None,
+              pending is not None, bool(current is not None and current.get("commit")),
+              _version_key(live_version))
     error = None
     if last is not None and last_outcome != "deployed":
         error = _text(last.get("error"))
-    return {
+    entry = {
         "url": one_line(answer.url, 500),
         "site": _text(doc.get("site"), NAME_MAX),
-        "state": state,
+        "state": None,
         "version": _text(live_version, NAME_MAX),
         "commit": _text(current.get("commit"), 64) if current else None,
         "last_outcome": _text(last_outcome, 40),
@@ -257,6 +283,26 @@ def _site_entry(answer: SiteAnswer, doc: dict, flag: str,
         "pending_reason": _text(pending.get("reason")) if pending else None,
         "ms": answer.ms,
     }
+    return entry, inputs
+
+
+def _state(inputs: tuple, newest: tuple[str, tuple[int, ...]] | None) -> str:
+    """A site's state in its group (`newest`: the group's newest version)."""
+    tried, tried_key, pending, live, live_key = inputs
+    state = "updated"
+    # a failed try of an older version than the group's newest is history, not news
+    if tried is not None and (newest is None or tried_key is None or tried_key >= newest[1]):
+        state = tried
+    if state == "updated":
+        if pending:
+            state = "pending"
+        elif not live:
+            state = "old_version" if newest is not None else "updated"
+            if tried is not None:
+                state = tried
+        elif newest is not None and (live_key is None or live_key < newest[1]):
+            state = "old_version"
+    return state
 
 
 def _failed_entry(answer: SiteAnswer, known: dict | None) -> dict:

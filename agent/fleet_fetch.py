@@ -15,10 +15,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -32,8 +32,14 @@ from agent.text import cut, one_line
 
 MAX_BYTES = 1_000_000
 MAX_REDIRECTS = 3
+# Fetches under way at once: enough that sites slow to answer (up to the timeout) do not
+# hold the others up; bounded, as each may hold a body of up to MAX_BYTES.
+MAX_WORKERS = 64
+PARSERS = 2  # documents parsed at once (the GIL runs one anyway; a parse is ~5x its body)
+WATCH_SECONDS = 0.05  # how often the watchdog looks for fetches past their deadline
 KEEP_DEPLOYS = 50  # deploy records kept per answer (newest first); the report needs the newest
 ERROR_MAX = 300  # characters kept of an error line
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- answers
@@ -185,7 +191,7 @@ def fetch_all(
     urls: Sequence[str],
     timeout: float,
     *,
-    max_workers: int = 16,
+    max_workers: int | None = None,
     session: requests.Session | None = None,
     keep_deploys: int | None = KEEP_DEPLOYS,
 ) -> list[SiteAnswer]:
@@ -193,12 +199,32 @@ def fetch_all(
 
     Each fetch has a total deadline of `timeout` seconds from its start (connect, redirects,
     headers and body together). Never raises: every failure is a SiteAnswer with an error.
+    `max_workers`: fetches under way at once (default MAX_WORKERS).
     A session passed in is prepared like make_session()'s (its http/https adapters replaced by
     DeadlineAdapter, trust_env off) unless that was done already.
 
-    To keep the memory of a large fleet small, each answer's "deploys" is cut to the newest
+    Each document is shape-checked (agent.cicd_shape); its "deploys" is cut to the newest
     `keep_deploys` records (plus the newest record of the live commit, wherever it is);
-    None keeps them all. The whole list was shape-checked before.
+    None keeps them all. For many sites, fetch_each() with a digest keeps far less.
+    """
+    return fetch_each(urls, timeout, lambda answer: _checked(answer, keep_deploys),
+                      max_workers=max_workers, session=session)
+
+
+def fetch_each(
+    urls: Sequence[str],
+    timeout: float,
+    digest: Callable[[SiteAnswer], T],
+    *,
+    max_workers: int | None = None,
+    session: requests.Session | None = None,
+) -> list[T]:
+    """As fetch_all, but each answer goes through `digest` in the thread that fetched it,
+    and only what that returns is kept: [digest(answer) for each URL], in the order of urls.
+
+    The answer's doc is the parsed JSON, not shape-checked (that is the digest's job). So
+    memory stays flat however many sites there are: at most `max_workers` bodies (each up
+    to MAX_BYTES) and PARSERS parsed documents exist at once. `digest` must not raise.
     """
     urls = list(urls)
     if not urls:
@@ -209,7 +235,7 @@ def fetch_all(
         timeout = 10.0
     if not math.isfinite(timeout) or timeout <= 0:
         timeout = 10.0
-    workers = max(1, min(int(max_workers or 1), len(urls)))
+    workers = max(1, min(int(max_workers or MAX_WORKERS), len(urls)))
     own = session is None
     if session is None:
         session = make_session(workers)
@@ -219,24 +245,30 @@ def fetch_all(
 
     active: set[_Watch] = set()  # the watches of the fetches under way
     lock = threading.Lock()
+    parsing = threading.BoundedSemaphore(PARSERS)
+    left = [len(urls)]
+    all_done = threading.Event()
 
-    def task(url: str) -> SiteAnswer:
+    def task(url: str) -> T:
         watch = _Watch(time.monotonic() + timeout)
         with lock:
             active.add(watch)
         try:
-            return _fetch_one(session, url, timeout, watch, keep_deploys)
+            return _fetch_one(session, url, timeout, watch, digest, parsing)
         finally:
             with lock:
                 active.discard(watch)
+                left[0] -= 1
+                if not left[0]:
+                    all_done.set()
 
-    answers: list[SiteAnswer] = []
+    results: list[T] = []
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet-fetch") as pool:
             futures = [pool.submit(task, url) for url in urls]
-            not_done = set(futures)
-            while not_done:  # the watchdog: expire every fetch whose deadline has passed
-                _, not_done = wait(not_done, timeout=0.05)
+            # the watchdog: expire every fetch past its deadline (it looks at the fetches
+            # under way only: waiting on every future would cost O(sites) each time)
+            while not all_done.wait(WATCH_SECONDS):
                 now = time.monotonic()
                 with lock:
                     overdue = [w for w in active if w.deadline <= now]
@@ -244,23 +276,23 @@ def fetch_all(
                     watch.expire()
             for url, future in zip(urls, futures, strict=True):
                 try:
-                    answers.append(future.result())
+                    results.append(future.result())
                 except Exception as exc:  # noqa: BLE001 - never raise: report it per site
-                    answers.append(SiteAnswer(url, None,
-                                              f"internal error: {type(exc).__name__}", 0))
+                    results.append(digest(SiteAnswer(
+                        url, None, f"internal error: {type(exc).__name__}", 0)))
     finally:
         if own:
             session.close()
-    return answers
+    return results
 
 
 def _fetch_one(session: requests.Session, url: str, timeout: float, watch: _Watch,
-               keep_deploys: int | None) -> SiteAnswer:
+               digest: Callable[[SiteAnswer], T], parsing: threading.BoundedSemaphore) -> T:
     started = time.monotonic()
     _this_thread.watch = watch
-    doc: dict | None = None
+    got: tuple[bytes, str] | None = None
     try:
-        doc = _trim(_get_doc(session, url, timeout, watch), keep_deploys)
+        got = _get_body(session, url, timeout, watch)
         error = None
     except _Failed as exc:
         error = str(exc)
@@ -268,11 +300,33 @@ def _fetch_one(session: requests.Session, url: str, timeout: float, watch: _Watc
         error = _describe(exc, timeout)
     finally:
         _this_thread.watch = None
-    if doc is None and watch.expired:
+    if got is None and watch.expired:
         # a shut-down socket surfaces as whatever error the read was in: name the real cause
         error = _timed_out(timeout)
     ms = int((time.monotonic() - started) * 1000)
-    return SiteAnswer(url, doc, cut(one_line(error), ERROR_MAX) if error else None, ms)
+    # a parse holds the GIL, and a parsed document is several times its body: a few at once,
+    # each digested (and dropped) before the next starts
+    with parsing:
+        if got is None:
+            return digest(SiteAnswer(url, None, cut(one_line(error), ERROR_MAX), ms))
+        try:
+            doc = _parse(*got)
+        except _Failed as exc:
+            return digest(SiteAnswer(url, None, str(exc), ms))
+        del got
+        return digest(SiteAnswer(url, doc, None, ms))
+
+
+def _checked(answer: SiteAnswer, keep: int | None) -> SiteAnswer:
+    """fetch_all's digest: a document not of the contract's shape is an error; a long
+    history is cut."""
+    if answer.doc is None:
+        return answer
+    problem = shape_problem(answer.doc)
+    if problem:
+        return SiteAnswer(answer.url, None, cut(one_line(f"wrong schema: {problem}"),
+                                                ERROR_MAX), answer.ms)
+    return SiteAnswer(answer.url, _trim(answer.doc, keep), None, answer.ms)
 
 
 def _trim(doc: dict, keep: int | None) -> dict:
@@ -295,7 +349,9 @@ def _timed_out(timeout: float) -> str:
     return f"timed out after {timeout:g}s"
 
 
-def _get_doc(session: requests.Session, url: str, timeout: float, watch: _Watch) -> dict:
+def _get_body(session: requests.Session, url: str, timeout: float,
+              watch: _Watch) -> tuple[bytes, str]:
+    """(the body, its Content-Type) of the site's ci-cd.json; raises on any failure."""
     if not isinstance(url, str) or url_problem(url):
         raise _Failed("bad URL: expected an http(s) URL")
     target = ci_cd_json_url(url)
@@ -317,8 +373,7 @@ def _get_doc(session: requests.Session, url: str, timeout: float, watch: _Watch)
             if response.status_code != 200:
                 raise _Failed(f"HTTP {response.status_code}")
             body = _read_limited(response, watch, timeout)
-            content_type = response.headers.get("Content-Type", "")
-        return _parse(body, content_type)
+            return body, response.headers.get("Content-Type", "")
     raise _Failed(f"too many redirects (more than {MAX_REDIRECTS})")
 
 
@@ -328,19 +383,17 @@ def _read_limited(response: requests.Response, watch: _Watch, timeout: float) ->
     # (a length of thousands of digits is too large, and int() would refuse it)
     if length.isdigit() and (len(length) > 15 or int(length) > MAX_BYTES):
         raise _Failed(too_large)
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=65536):
-        body += chunk
-        if len(body) > MAX_BYTES:
-            raise _Failed(too_large)
-        if watch.expired:
-            raise _Failed(_timed_out(timeout))
+    # one read of at most MAX_BYTES + 1 (a read per piece costs a GIL hand-over per piece);
+    # a drip that never ends is ended by the watchdog shutting the socket down
+    body = response.raw.read(MAX_BYTES + 1, decode_content=True)
     if watch.expired:
         raise _Failed(_timed_out(timeout))
-    return bytes(body)
+    if len(body) > MAX_BYTES:
+        raise _Failed(too_large)
+    return body
 
 
-def _parse(body: bytes, content_type: str) -> dict:
+def _parse(body: bytes, content_type: str) -> Any:
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
@@ -350,9 +403,6 @@ def _parse(body: bytes, content_type: str) -> dict:
         if not body.strip():
             raise _Failed("not JSON (an empty answer)") from None
         raise _Failed("not JSON") from None
-    problem = shape_problem(doc)
-    if problem:
-        raise _Failed(f"wrong schema: {problem}")
     return doc
 
 

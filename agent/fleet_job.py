@@ -6,13 +6,14 @@ Used by `ghost-agent fleet` and, with [fleet] at = "05:00", by the service loop.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import FleetConfig
-from agent.fleet import NEEDS_A_LOOK, load_previous, summarize
-from agent.fleet_fetch import fetch_all
+from agent.fleet import NEEDS_A_LOOK, load_previous, summarize, summarize_site
+from agent.fleet_fetch import fetch_each
 from agent.fleet_render import slack_summary, write_report
 from agent.fleet_sites import read_sites
 from agent.notifiers import Notifier
@@ -26,8 +27,16 @@ def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None 
                report_url: str | None = None) -> dict:
     """Make the report; returns the summary. What a site answers never makes it raise."""
     urls = read_sites(config)
-    answers = fetch_all(urls, config.timeout_seconds)
-    summary = summarize(answers, now, previous=load_previous(config.out_dir))
+    previous = load_previous(config.out_dir)
+    # a slow site's deadline starts when a worker takes it up: started last, it would hold
+    # the report for its whole timeout after the rest, so last time's slowest go first
+    order = slowest_first(urls, previous)
+    # each document is reduced to its line of the report as soon as it is read
+    fetched = fetch_each([urls[i] for i in order], config.timeout_seconds, summarize_site)
+    sites: list = [None] * len(urls)
+    for i, site in zip(order, fetched, strict=True):
+        sites[i] = site  # back in the list's order: the report does not depend on timing
+    summary = summarize(sites, now, previous=previous)
     if config.out_dir:
         write_report(config.out_dir, summary)
     if config.slack and notifier is not None:
@@ -36,6 +45,24 @@ def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None 
     log.info("fleet report: %d sites; %s", len(urls),
              ", ".join(f"{k} {v}" for k, v in totals.items() if v) or "nothing to say")
     return summary
+
+
+def slowest_first(urls: list[str], previous: dict | None) -> list[int]:
+    """Indices of `urls`, in the order to fetch them: sites new since the `previous` report
+    first, then by the time they took then (its "ms"), slowest first; ties keep list order."""
+    took: dict[str, float] = {}
+    if isinstance(previous, dict):
+        groups = previous.get("groups") if isinstance(previous.get("groups"), list) else []
+        entries = [s for g in groups if isinstance(g, dict) and isinstance(g.get("sites"), list)
+                   for s in g["sites"]]
+        if isinstance(previous.get("unreachable"), list):
+            entries += previous["unreachable"]
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("url"), str) \
+                    and isinstance(entry.get("ms"), (int, float)) \
+                    and math.isfinite(entry["ms"]):
+                took[entry["url"]] = float(entry["ms"])
+    return sorted(range(len(urls)), key=lambda i: -took.get(urls[i], math.inf))
 
 
 def needs_a_look(summary: dict) -> bool:

@@ -1,14 +1,26 @@
-"""Benchmark of `ghost-agent fleet`'s work (a script, not a test):
+"""Benchmark of `ghost-agent fleet` at scale (a script, not a test; it asserts nothing):
 
-    python3 tests/bench_fleet.py [--sites 200] [--deploys 150] [--timeout 10] [--hostile 0]
+    python3 tests/bench_fleet.py [--sites 100,1000] [--hostile 20] [--slow 20] [--timeout 3]
+                                 [--deploys 150] [--baseline CHECKOUT]
 
-Starts N local sites in a separate process (one threaded HTTP server on 127.0.0.1 with one
-path per site), each serving a realistic ci-cd.json (built by agent.publish.build_document,
-`--deploys` deploy records with checks, some sites rolled back, failed, pending or behind),
-plus `--hostile` extra sites that drip one byte every 0.5 s (cut off at the timeout) and as
-many that answer 10 MB. Then runs fetch_all + summarize + write_report in this process and
-prints the wall time of each step and this process's peak RSS (psutil, sampled every 5 ms;
-the servers' memory is not counted).
+Stand-ins on 127.0.0.1, in a separate process (one threaded HTTP server, one path per site):
+good sites serving a realistic ci-cd.json (agent.publish.build_document, `--deploys` records
+with checks; some rolled back, failed, pending or behind); `--slow` sites that answer a good
+document after 30-90 % of the timeout; `--hostile` sites, one of each kind in turn: a body
+or headers dripping a byte every 0.5 s, a server that never answers, 10 MB with and without
+a length, an HTML page, text, the wrong schema, deep nesting, a redirect loop, a reset, a
+closed port. Each row is run twice, both in a fresh process and in turn:
+`ghost-agent fleet --sites FILE --out DIR` (the command's own code, cli.main), and a
+baseline over the same stand-ins: by default the previous approach (fetch_all with its old
+16 workers, every document kept, its 50 newest deploys, until summarize), or with
+`--baseline CHECKOUT` the same command from another checkout. "spread" rows place the slow
+and hostile sites through the list, "last" rows put them at its end, so they start last;
+"last+1d" is the next morning's run of a "last" row (last time's slowest sites go first).
+
+Total seconds: the command's wall time after its imports; cpu s: its CPU time (user+system:
+on a busy host, wall time grows and this does not). RSS growth: peak RSS (sampled
+every 5 ms) minus RSS before the run. Ratio: ours / baseline. The goal (issue #14): 1,000
+sites within 5 s, and RSS growth that does not grow with the number of sites.
 """
 
 from __future__ import annotations
@@ -16,9 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import socket
+import struct
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,12 +43,12 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-import psutil  # noqa: E402
-
-from agent import fleet, fleet_fetch, fleet_render  # noqa: E402
 from agent.publish import build_document  # noqa: E402
 
 NOW = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
+HOSTILE_KINDS = ("drip-body", "drip-headers", "silent", "huge", "huge-stream", "html", "text",
+                 "schema", "deep", "loop", "reset", "refused")
+GOAL_SECONDS = 5.0
 
 
 def _sha(n: int) -> str:
@@ -86,17 +101,61 @@ def realistic_doc(index: int, deploys: int) -> dict:
                if kind == "pending" else None)
     current = {"branch": f"prod-asterix-{live_version}", "commit": live["commit"],
                "version": live_version, "since": live["finished_at"]}
-    return build_document(site=f"asterix-{index:03d}", flag="prod-asterix*", current=current,
+    return build_document(site=f"asterix-{index:04d}", flag="prod-asterix*", current=current,
                           pending=pending, deploys=history, now=NOW,
-                          public_url=f"https://asterix-{index:03d}.website.com")
+                          public_url=f"https://asterix-{index:04d}.website.com")
 
 
-def serve(sites: int, deploys: int, hostile: int, queue) -> None:  # type: ignore[no-untyped-def]
-    """The child process: one threaded server, one path per site."""
-    bodies = {f"/s{i:03d}/content/files/ci-cd.json": json.dumps(realistic_doc(i, deploys),
-                                                                 indent=2).encode()
-              for i in range(sites)}
-    size = sum(len(b) for b in bodies.values())
+# --------------------------------------------------------------------------- the stand-ins
+
+
+def serve(sites: int, deploys: int, queue) -> None:  # type: ignore[no-untyped-def]
+    """The stand-ins' process: /s<i> good, /slow<i>-<ms> good after ms, /h<i>-<kind>."""
+    docs = {i: json.dumps(realistic_doc(i, deploys), indent=2).encode() for i in range(sites)}
+    size = sum(len(b) for b in docs.values())
+
+    def answer(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str,
+               extra: str = "") -> None:
+        # one write, as a real server's sendfile would: no Nagle stall between the parts
+        head = (f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}"
+                f"\r\n{extra}\r\n").encode()
+        h.wfile.write(head + body)
+
+    def hostile(h: BaseHTTPRequestHandler, kind: str) -> None:
+        if kind == "drip-body":
+            h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            for _ in range(200):
+                time.sleep(0.5)
+                h.wfile.write(b" ")
+        elif kind == "drip-headers":
+            h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(200):
+                time.sleep(0.5)
+                h.wfile.write(b"X")
+        elif kind == "silent":
+            time.sleep(60)
+        elif kind in ("huge", "huge-stream"):
+            length = "Content-Length: 10485760\r\n" if kind == "huge" else "Connection: close\r\n"
+            h.wfile.write(f"HTTP/1.1 200 OK\r\n{length}\r\n".encode())
+            h.close_connection = True
+            for _ in range(160):
+                h.wfile.write(b" " * 65536)
+        elif kind == "html":
+            answer(h, 200, b"<!DOCTYPE html><html>Ghost</html>", "text/html")
+        elif kind == "text":
+            answer(h, 200, b"hello, world\n", "text/plain")
+        elif kind == "schema":
+            answer(h, 200, b'{"schema": 2}', "application/json")
+        elif kind == "deep":
+            answer(h, 200, b"[" * 200_000 + b"]" * 200_000, "application/json")
+        elif kind == "loop":
+            answer(h, 302, b"", "text/plain", f"Location: {h.path}\r\n")
+        elif kind == "reset":
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+            h.close_connection = True
+        else:
+            answer(h, 404, b"", "text/plain")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -105,113 +164,204 @@ def serve(sites: int, deploys: int, hostile: int, queue) -> None:  # type: ignor
             pass
 
         def do_GET(self) -> None:  # noqa: N802
+            name = self.path.split("/")[1]
             try:
-                if self.path.startswith("/drip"):
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                    for _ in range(100):
-                        time.sleep(0.5)
-                        self.wfile.write(b" ")
-                    return
-                if self.path.startswith("/huge"):
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(10 * 1024 * 1024))
-                    self.end_headers()
-                    for _ in range(160):
-                        self.wfile.write(b" " * 65536)
-                    return
-                body = bodies.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                if name.startswith("h"):
+                    hostile(self, name.split("-", 1)[1])
+                elif name.startswith("slow"):
+                    index, ms = name[4:].split("-")
+                    time.sleep(int(ms) / 1000)
+                    answer(self, 200, docs[int(index) % sites], "application/json")
+                elif name.startswith("s") and int(name[1:]) < sites:
+                    answer(self, 200, docs[int(name[1:])], "application/json")
+                else:
+                    answer(self, 404, b"", "text/plain")
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
-        request_queue_size = 512
+        request_queue_size = 1024
 
     httpd = Server(("127.0.0.1", 0), Handler)
     queue.put((httpd.server_address[1], size))
     httpd.serve_forever(poll_interval=0.05)
 
 
-class PeakRSS:
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+def site_urls(base: str, closed: str, sites: int, slow: int, hostile: int, timeout: float,
+              order: str) -> list[str]:
+    """The site list of a row: good sites, with the slow and hostile ones spread through it
+    or all at its end."""
+    good = [f"{base}/s{i}" for i in range(sites)]
+    odd = [f"{base}/slow{i}-{int(timeout * 1000 * (0.3 + 0.6 * i / max(1, slow - 1)))}"
+           for i in range(slow)]
+    for i in range(hostile):
+        kind = HOSTILE_KINDS[i % len(HOSTILE_KINDS)]
+        odd.append(closed if kind == "refused" else f"{base}/h{i}-{kind}")
+    if order == "last":
+        return good + odd
+    step = max(1, len(good) // max(1, len(odd)))
+    urls = []
+    for n, url in enumerate(good):
+        urls.append(url)
+        if n % step == step - 1 and odd:
+            urls.append(odd.pop(0))
+    return urls + odd
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
+def closed_port() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+
+# --------------------------------------------------------------------------- one run
+
+# Run in a fresh interpreter (python -c), so each run's RSS is its own: imports first, then
+# RSS, then the run with a 5 ms sampler. Prints one JSON line.
+RUNNER = r"""
+import contextlib, io, json, os, sys, threading, time
+import psutil
+from datetime import datetime, timezone
+from pathlib import Path
+from agent import cli, fleet, fleet_fetch, fleet_job, fleet_render
+mode, sites_file, out, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+me = psutil.Process()
+before = peak = me.memory_info().rss
+cpu_before = sum(me.cpu_times()[:2])
+stop = threading.Event()
+def sample():
+    global peak
+    while not stop.wait(0.005):
+        peak = max(peak, me.memory_info().rss)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+started = time.perf_counter()
+if mode == "command":
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["fleet", "--sites", sites_file, "--out", out])
+else:  # the previous approach: 16 workers, every document kept until summarize
+    urls = [line for line in Path(sites_file).read_text().splitlines() if line]
+    answers = fleet_fetch.fetch_all(urls, timeout, max_workers=16)
+    summary = fleet.summarize(answers, datetime.now(timezone.utc))
+    fleet_render.write_report(Path(out), summary)
+    rc = 1 if fleet_job.needs_a_look(summary) else 0
+seconds = time.perf_counter() - started
+cpu = sum(me.cpu_times()[:2]) - cpu_before
+stop.set()
+sampler.join()
+peak = max(peak, me.memory_info().rss)
+totals = json.loads((Path(out) / "ci-cd.json").read_text())["totals"]
+print(json.dumps({"seconds": seconds, "cpu": cpu, "growth": peak - before, "rc": rc,
+                  "totals": totals}))
+"""
+
+
+CONFIG = """\
+[site]
+name = "bench"
+flag = "dev1"
+public_url = "https://bench.invalid"
+content_dir = "{tmp}/content"
+[git]
+remote = "{tmp}/remote.git"
+[deploy]
+path = "{tmp}/content/themes/bench"
+[ghost]
+unit = "ghost_bench.service"
+[fleet]
+timeout_seconds = {timeout:g}
+"""
+
+
+def run_once(mode: str, checkout: Path, urls: list[str], timeout: float,
+             out: Path | None = None) -> dict:
+    """One run in a fresh interpreter; `out`: the report directory (a new one if None; one
+    holding a report makes this run the next day's)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sites_file = Path(tmp) / "sites"
+        sites_file.write_text("\n".join(urls) + "\n")
+        out = out or Path(tmp) / "out"
+        # the command reads its timeout from [fleet] timeout_seconds: a config of its own
+        config = Path(tmp) / "agent.toml"
+        config.write_text(CONFIG.format(tmp=tmp, timeout=timeout))
+        env = {**os.environ, "PYTHONPATH": str(checkout), "GHOST_AGENT_CONFIG": str(config)}
+        result = subprocess.run([sys.executable, "-c", RUNNER, mode, str(sites_file), str(out),
+                                 str(timeout)], env=env, capture_output=True, text=True,
+                                timeout=600, check=False, cwd=tmp)  # not this checkout's
+        if result.returncode != 0:
+            raise SystemExit(f"{mode} run failed: {result.stderr.strip()[-2000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _row(count: int, args: argparse.Namespace, order: str, ours: dict, theirs: dict) -> None:
+    mb = 1024 * 1024
+    ok = ours["seconds"] <= GOAL_SECONDS if count >= 1000 else True
+    print(f"{count:>6} {args.hostile:>7} {args.slow:>5} {order:>8} {ours['seconds']:>8.2f} "
+          f"{ours['cpu']:>6.2f} {ours['growth'] / mb:>7.1f} {theirs['seconds']:>7.2f} "
+          f"{theirs['growth'] / mb:>8.1f} {ours['seconds'] / theirs['seconds']:>8.2f} "
+          f"{ours['growth'] / max(1, theirs['growth']):>8.2f} "
+          f"{'<= 5 s' if count >= 1000 else '-':>7}  {'met' if ok else 'NOT met'}", flush=True)
+    if ours["totals"] != theirs["totals"]:
+        print(f"         the reports differ: {ours['totals']} / {theirs['totals']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=200)
+    parser.add_argument("--sites", default="100,1000",
+                        help="good sites per row, comma-separated (default 100,1000)")
+    parser.add_argument("--hostile", type=int, default=20)
+    parser.add_argument("--slow", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--deploys", type=int, default=150, help="history records per site")
-    parser.add_argument("--timeout", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--hostile", type=int, default=0,
-                        help="also this many dripping and this many 10 MB sites")
+    parser.add_argument("--order", default="spread,last",
+                        help="where the slow and hostile sites are: spread, last, or both")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout whose `ghost-agent fleet` is the baseline")
     args = parser.parse_args()
+    counts = [int(n) for n in args.sites.split(",")]
+    orders = args.order.split(",")
 
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    server = ctx.Process(target=serve, args=(args.sites, args.deploys, args.hostile, queue),
-                         daemon=True)
+    server = ctx.Process(target=serve, args=(max(counts), args.deploys, queue), daemon=True)
     server.start()
     try:
-        port, size = queue.get(timeout=120)
-        base = f"http://127.0.0.1:{port}"
-        urls = [f"{base}/s{i:03d}" for i in range(args.sites)]
-        urls += [f"{base}/drip{i}" for i in range(args.hostile)]
-        urls += [f"{base}/huge{i}" for i in range(args.hostile)]
+        port, size = queue.get(timeout=300)
+        base, closed = f"http://127.0.0.1:{port}", closed_port()
+        print(f"good sites serve {size / max(counts) / 1024:.0f} KB of ci-cd.json each "
+              f"({args.deploys} deploys); timeout {args.timeout:g} s; baseline: "
+              + (f"`ghost-agent fleet` of {args.baseline}" if args.baseline else
+                 "the previous approach (16 workers, documents kept)"))
         mb = 1024 * 1024
-        baseline = psutil.Process().memory_info().rss
-        print(f"{len(urls)} sites ({args.sites} real, {2 * args.hostile} hostile), "
-              f"{args.deploys} deploys each, {size / mb:.1f} MB of ci-cd.json in all "
-              f"({size / max(1, args.sites) / 1024:.0f} KB a site), "
-              f"{args.workers} workers, timeout {args.timeout:g}s")
-        with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
-            t0 = time.perf_counter()
-            answers = fleet_fetch.fetch_all(urls, args.timeout, max_workers=args.workers)
-            t1 = time.perf_counter()
-            summary = fleet.summarize(answers, datetime.now(timezone.utc))
-            t2 = time.perf_counter()
-            paths = fleet_render.write_report(Path(tmp), summary)
-            t3 = time.perf_counter()
-            sizes = {p.name: p.stat().st_size for p in paths}
-        errors: dict[str, int] = {}
-        for answer in answers:
-            if answer.error:
-                errors[answer.error] = errors.get(answer.error, 0) + 1
-        slowest = max(a.ms for a in answers)
-        print(f"fetch_all     {t1 - t0:7.3f} s   (slowest site {slowest} ms)")
-        print(f"summarize     {t2 - t1:7.3f} s")
-        print(f"write_report  {t3 - t2:7.3f} s   "
-              + ", ".join(f"{k} {v / 1024:.0f} KB" for k, v in sizes.items()))
-        print(f"total         {t3 - t0:7.3f} s")
-        print(f"peak RSS      {rss.peak / mb:7.1f} MB   (before: {baseline / mb:.1f} MB, "
-              f"+{(rss.peak - baseline) / mb:.1f} MB)")
-        print("totals        " + json.dumps(summary["totals"]))
-        if errors:
-            print("errors        " + json.dumps(errors))
+        print(f"{'sites':>6} {'hostile':>7} {'slow':>5} {'order':>8} {'total s':>8} "
+              f"{'cpu s':>6} {'RSS MB':>7} {'base s':>7} {'base MB':>8} {'ratio s':>8} "
+              f"{'ratio MB':>8} {'goal':>7}  verdict")
+        rows = []
+        for order in orders:
+            for count in counts:
+                urls = site_urls(base, closed, count, args.slow, args.hostile, args.timeout,
+                                 order)
+                if args.baseline:
+                    theirs = run_once("command", args.baseline, urls, args.timeout)
+                else:
+                    theirs = run_once("kept", _REPO_ROOT, urls, args.timeout)
+                with tempfile.TemporaryDirectory() as out:
+                    ours = run_once("command", _REPO_ROOT, urls, args.timeout, Path(out))
+                    rows.append((count, ours))
+                    _row(count, args, order, ours, theirs)
+                    if order == "last":  # the next morning: last time's slowest go first
+                        again = run_once("command", _REPO_ROOT, urls, args.timeout, Path(out))
+                        _row(count, args, "last+1d", again, theirs)
+        by_count = sorted(rows, key=lambda r: r[0])
+        if len(by_count) >= 2 and by_count[0][0] != by_count[-1][0]:
+            small, large = by_count[0], by_count[-1]
+            extra = (large[1]["growth"] - small[1]["growth"]) / mb
+            per = extra * 1024 / (large[0] - small[0])
+            print(f"RSS growth, {large[0]} sites against {small[0]}: {extra:+.1f} MB "
+                  f"({per:+.1f} KB a site; goal: flat)")
     finally:
         server.terminate()
         server.join(10)

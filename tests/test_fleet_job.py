@@ -8,6 +8,7 @@ exists, and at the first of two, with its hour of lateness counted in real time.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
@@ -67,3 +68,50 @@ def test_autumn_repeat_runs_once_from_the_first_occurrence(tmp_path, monkeypatch
 def test_the_next_day_runs_again_at_its_own_time(tmp_path, monkeypatch):
     ran = runs(tmp_path, monkeypatch, time(2, 0), utc(3, 28, 0), utc(3, 31, 0))
     assert ran == [utc(3, 28, 1), utc(3, 29, 1), utc(3, 30, 0)]  # CET, the gap, CEST
+
+
+# --------------------------------------------------------------------------- fetch order
+
+
+def test_last_times_slowest_sites_are_fetched_first():
+    """A slow site's deadline starts when a worker takes it up: started last, it would hold
+    the report for its whole timeout after the rest. New sites may be slow too."""
+    def line(url: str, ms: object) -> dict:
+        return {"url": url, "state": "updated", "ms": ms}
+
+    previous = {"kind": "fleet", "groups": [
+        {"flag": "prod*", "sites": [line("https://a", 40), line("https://b", 2900),
+                                    line("https://c", 40), "odd", line("https://d", "x")]},
+        "odd"], "unreachable": [line("https://e", 3000), line("https://f", float("nan"))]}
+    urls = ["https://a", "https://b", "https://c", "https://new", "https://e", "https://f"]
+    order = fleet_job.slowest_first(urls, previous)
+    assert [urls[i] for i in order] == ["https://new", "https://f", "https://e", "https://b",
+                                        "https://a", "https://c"]
+    # the first report keeps the list's order
+    assert fleet_job.slowest_first(urls, None) == list(range(6))
+
+
+def test_the_report_keeps_the_lists_order_whatever_the_fetch_order(tmp_path, monkeypatch):
+    """Equal versions written two ways ("1.3.22", "1-3-22"): the group's newest is shown as
+    the first site of the list writes it, whichever was fetched first."""
+    from agent import fleet
+    from agent.fleet_fetch import SiteAnswer
+    from tests.test_fleet import NOW, site_doc
+
+    docs = {"https://a": site_doc("a", "1-3-22"), "https://b": site_doc("b", "1.3.22")}
+    fetched: list[list[str]] = []
+
+    def fetch_each(urls, timeout, digest):
+        fetched.append(list(urls))
+        return [digest(SiteAnswer(url, docs[url], None, 5)) for url in urls]
+
+    monkeypatch.setattr(fleet_job, "fetch_each", fetch_each)
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = fleet.summarize([SiteAnswer("https://a", docs["https://a"], None, 5),
+                                SiteAnswer("https://b", docs["https://b"], None, 900)], NOW)
+    (out / "ci-cd.json").write_text(json.dumps(previous))
+    config = FleetConfig(sites=("https://a", "https://b"), out_dir=out)
+    summary = fleet_job.run_report(config, now=NOW)
+    assert fetched == [["https://b", "https://a"]]
+    assert summary["groups"][0]["newest_version"] == "1-3-22"
