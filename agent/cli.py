@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent import __version__
 from agent.config import config_path, load_config
@@ -37,10 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "else /etc/ghost-agent/agent.toml)")
         where.add_argument("--debug", action="store_true", default=default or False,
                            help="verbose logs and tracebacks")
+    # The commands of one site may name an instance ghost-agent@SITE instead of a config.
+    of_site = argparse.ArgumentParser(add_help=False)
+    of_site.add_argument("--instance", metavar="SITE",
+                         help="the site of ghost-agent@SITE: its config (default "
+                              "/etc/ghost-agent/SITE.toml), state and credentials")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=text, description=text, parents=[common])
+    def command(name: str, text: str, site: bool = True) -> argparse.ArgumentParser:
+        parents = [common, of_site] if site else [common]
+        return sub.add_parser(name, help=text, description=text, parents=parents)
 
     command("run", "the service: poll, deploy, report (systemd Type=notify)")
     command("once", "one cycle: look at the remote, deploy if a target is due")
@@ -55,22 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     hold.add_argument("--reason", help="why, shown in status, the ci-cd files and Slack")
     command("release", "resume automatic deploys after a hold")
     commits = command("check-commits",
-                      "fail when a commit of RANGE names no card (for the site repo's CI)")
+                      "fail when a commit of RANGE names no card (for the site repo's CI)",
+                      site=False)
     commits.add_argument("range", metavar="RANGE", help="e.g. origin/main..HEAD")
     commits.add_argument("--repo", default=".", help="the site repository (default: .)")
     commits.add_argument("--pattern", default=None,
                          help="card ID regex (default: [cards] pattern of --config if given, "
                               "else [A-Z][0-9]{3,})")
-    fleet = command("fleet", "one report of every site's ci-cd.json (e.g. for the morning after)")
+    fleet = command("fleet", "one report of every site's ci-cd.json (e.g. for the morning after)",
+                    site=False)
     fleet.add_argument("--sites", metavar="FILE", help="site URLs, one a line ([fleet] sites_file)")
     fleet.add_argument("--out", metavar="DIR", help="write ci-cd.txt/.html/.json here "
                                                      "([fleet] out_dir)")
     fleet.add_argument("--slack", action="store_true", help="post the summary to [slack]")
     fleet.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo = command("demo", "the main job in a throwaway sandbox (no root, no network)")
+    demo = command("demo", "the main job in a throwaway sandbox (no root, no network)",
+                   site=False)
     demo.add_argument("--keep", action="store_true", help="keep the sandbox directory")
     add_setup_arguments(command("setup", "install the service for this config: unit, polkit "
-                                         "rule, sandbox paths, user (as root)"))
+                                         "rule, sandbox paths, user (as root)", site=False))
     return parser
 
 
@@ -201,15 +211,27 @@ def _fleet(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if needs_a_look(summary) else ExitCode.OK
 
 
-def _load_as_the_service_would(path):
-    """Run by root outside the service (check-config, status), the secrets the unit passes
-    as systemd credentials are read from /etc/credstore, as the service would see them."""
-    if os.geteuid() != 0 or os.environ.get("CREDENTIALS_DIRECTORY"):
-        return load_config(path)
-    from agent.setup import credstore_view
+def _load_as_the_service_would(args: argparse.Namespace):
+    """(config path, Config) of the command's site as its service sees them: run by root
+    outside the service (check-config, status), the secrets the unit passes as systemd
+    credentials come from /etc/credstore; for --instance SITE, the instance's config,
+    credentials and state directory (its StateDirectory=, the default [agent] state_dir).
+    Raises ConfigError (78), SetupError (1) for a bad instance name."""
+    site = getattr(args, "instance", None)
+    if site is None:
+        path = config_path(args.config)
+        if os.geteuid() != 0 or os.environ.get("CREDENTIALS_DIRECTORY"):
+            return path, load_config(path)
+    from agent.setup import credstore_view, service_view
+    from agent.setup.layout import Service
 
-    with credstore_view():
-        return load_config(path)
+    if site is None:
+        with credstore_view():
+            return path, load_config(path)
+    service = Service.instance(site)
+    path = Path(args.config or service.default_config)
+    with service_view(service):
+        return path, load_config(path)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -228,8 +250,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_setup(args)
 
-    path = config_path(args.config)
-    config = _load_as_the_service_would(path)
+    path, config = _load_as_the_service_would(args)
     if args.command in ("check-config", "run"):  # said once, not on every `once` from cron
         for warning in config.warnings:
             log.warning("%s", warning)

@@ -31,7 +31,8 @@ One job per module, each using only those above it:
   host.py       what is read from the host before deciding (read-only)
   plan.py       pure: options + config + host facts -> files, commands, notes
   apply.py      print the plan, or write its files and run its commands (agent.proc)
-  credstore.py  the service's secrets as it sees them, for loading the config outside it
+  credstore.py  the service's secrets and state directory as it sees them, for loading the
+                config outside it
   options.py    the command line options (light: the CLI parser imports it every time)
   command.py    run_setup and main
 """
@@ -43,7 +44,8 @@ from typing import Any
 # so `import agent.setup.options` (the CLI's parser) does not load the whole package.
 _EXPORTS = {
     "CREDENTIALS": "layout", "SetupError": "layout", "add_arguments": "options",
-    "credstore_view": "credstore", "main": "command", "run_setup": "command",
+    "credstore_view": "credstore", "service_view": "credstore", "main": "command",
+    "run_setup": "command",
     "packaged_files": "templates", "render_dropin": "templates",
     "render_nginx_snippet": "templates", "render_polkit_rule": "templates",
     "render_unit": "templates", "write_packaged_files": "apply",

@@ -4,11 +4,9 @@ config and the host, makes the plan and applies it."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -16,7 +14,7 @@ from typing import TextIO
 from agent.config import config_path, load_config
 from agent.setup import host
 from agent.setup.apply import apply
-from agent.setup.credstore import credstore_view
+from agent.setup.credstore import service_view
 from agent.setup.layout import DEFAULT_GHOST_GROUP, SINGLE, Service, SetupError
 from agent.setup.options import add_arguments  # noqa: F401 - re-exported
 from agent.setup.plan import Options, make_plan
@@ -55,26 +53,11 @@ def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
                                                                       service.default_config)
         config_file = Path(os.path.normpath(chosen.absolute()))
         # [slack] may get its webhook from the credstore; state_dir defaults to the unit's
-        with credstore_view(root, service.credential_prefix), _state_directory(service):
+        with service_view(service, root):
             config = load_config(config_file)
     facts = host.look(root, args.exec_path, config, service)
     plan = make_plan(options, config, config_file, facts)
     return apply(plan, options, out)
-
-
-@contextlib.contextmanager
-def _state_directory(service: Service) -> Iterator[None]:
-    """$STATE_DIRECTORY as the service's StateDirectory= sets it, while its config is loaded:
-    the default [agent] state_dir (config_load) is then the one the service will use."""
-    saved = os.environ.get("STATE_DIRECTORY")
-    os.environ["STATE_DIRECTORY"] = str(service.state_dir)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("STATE_DIRECTORY", None)
-        else:
-            os.environ["STATE_DIRECTORY"] = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:

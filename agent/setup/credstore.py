@@ -1,5 +1,5 @@
-"""The service's secrets as it will see them, for loading the config outside the service
-(setup, and check-config or status run by root)."""
+"""The service's secrets and state directory as it will see them, for loading the config
+outside the service (setup, and check-config or status run by root)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.setup.layout import CREDENTIAL_PREFIX, CREDENTIALS, CREDSTORE, under_root
+from agent.setup.layout import CREDENTIAL_PREFIX, CREDENTIALS, CREDSTORE, Service, under_root
 
 
 @contextlib.contextmanager
@@ -33,3 +33,20 @@ def credstore_view(root: Path = Path("/"), prefix: str = CREDENTIAL_PREFIX) -> I
             yield
         finally:
             os.environ.pop("CREDENTIALS_DIRECTORY", None)
+
+
+@contextlib.contextmanager
+def service_view(service: Service, root: Path = Path("/")) -> Iterator[None]:
+    """While a config is loaded outside the service: its credentials (credstore_view) and
+    $STATE_DIRECTORY as its StateDirectory= sets it, so that the default [agent] state_dir
+    (config_load) is the one the service uses. Both are restored afterwards."""
+    saved = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(service.state_dir)
+    try:
+        with credstore_view(root, service.credential_prefix):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("STATE_DIRECTORY", None)
+        else:
+            os.environ["STATE_DIRECTORY"] = saved
