@@ -59,7 +59,8 @@ class SiteConfig:
 class AgentSection:
     """The agent's own files."""
 
-    state_dir: Path = key(v.abs_path, "state, lock and deploy history",
+    state_dir: Path = key(v.abs_path, "state, lock and deploy history (an instance "
+                                      "ghost-agent@SITE: /var/lib/ghost-agent/SITE)",
                           default="/var/lib/ghost-agent")
     history: int = key(v.whole(1, 100000), "deploy records kept", default=500)
 

@@ -563,12 +563,22 @@ def test_remove_stops_the_agent_and_keeps_config_and_state(server: Guest) -> Non
 
 def test_purge_removes_state_and_generated_files(server: Guest) -> None:
     g = server
+    # What setup writes for an instance ghost-agent@dev2, and secrets of every kind.
+    instance_files = ["/etc/polkit-1/rules.d/10-ghost-agent-dev2.rules",
+                      "/etc/systemd/system/ghost-agent@dev2.service.d/50-setup.conf",
+                      "/etc/sysusers.d/ghost-agent-dev2.conf",
+                      "/etc/credstore/ghost-agent.dev2.slack-webhook-url",
+                      "/etc/credstore/ghost-agent.ghost-admin-api-key",
+                      "/etc/credstore/ghost-agent.webhook-secret"]
+    for path in instance_files:
+        g.write_file(path, "as setup or an operator writes it\n", 0o600)
     g.run(["apt-get", "purge", "-y", "-q", "ghost-deploy-agent"],
           env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=300)
     for path in ("/var/lib/ghost-agent", "/var/cache/ghost-agent", "/etc/ghost-agent",
                  "/etc/polkit-1/rules.d/10-ghost-agent.rules",
                  "/etc/systemd/system/ghost-agent.service.d", "/etc/sysusers.d/ghost-agent.conf",
-                 "/etc/credstore/ghost-agent.slack-webhook-url"):
+                 "/etc/credstore/ghost-agent.slack-webhook-url",
+                 "/etc/systemd/system/ghost-agent@dev2.service.d", *instance_files):
         assert g.run(["test", "-e", path], check=False).returncode != 0, f"{path} left"
     assert g.run(["dpkg-query", "-W", "ghost-deploy-agent"], check=False).returncode != 0
     # the user stays (files it wrote into Ghost's content directory keep its uid)
