@@ -1,16 +1,13 @@
 """Several sites on one server: ghost-agent@dev1 and ghost-agent@dev2 in a real systemd, with
 real dbus and polkitd, each set up by `ghost-agent setup --instance SITE` from a pip install.
 
-One guest for the module, laid out like a server where Ghost-CLI installed two sites:
-/var/www/dev1 and /var/www/dev2 (content owned by ghost:ghost, dirs 775), and a unit for each
-site's Ghost, ghost_dev1-website-com.service on :2368 and ghost_dev2-website-com.service on
-:2369. Those are small HTTP servers serving the live theme path as user ghost, not two real
-Ghosts: what is under test is the agents' separation (users, polkit, state, locks,
-credentials, sandbox), which a real Ghost does not change, and two Ghosts would cost about
-600 MB and 10 s of boot on a 2-core machine (the real-Ghost scenarios are in
-test_e2e_dev1.py and test_e2e_ghost_cli.py). One git repository, served by `git daemon`,
-holds both sites' branches; a Slack stand-in records the posts, each instance finding its
-webhook URL in its own credential /etc/credstore/ghost-agent.<site>.slack-webhook-url.
+One guest for the module, a server with two real Ghost sites laid out as Ghost-CLI does
+(tests/e2e/ghost.write_site): /var/www/dev1 and /var/www/dev2 (content owned by ghost:ghost,
+dirs 775), each with its own Ghost 5 under its own unit, ghost_dev1-website-com.service on
+:2368 and ghost_dev2-website-com.service on :2369, serving the test theme (a footer line names
+the release). One git repository, served by `git daemon`, holds both sites' branches; a Slack
+stand-in records the posts, each instance finding its webhook URL in its own credential
+/etc/credstore/ghost-agent.<site>.slack-webhook-url.
 
 The tests run in order on what the previous one left.
 """
@@ -27,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent_host import FOOTER_MARK, THEME, GhostKit, make_ghost_kit
+from tests.e2e.ghost import HTTPS_HEADERS, activate_theme, ghost_unit, write_site
 from tests.e2e.guest import Guest, guest_supported
 from tests.e2e.test_install import SLACK_STUB, prop, sh, wait_for, wheels  # noqa: F401
 
@@ -38,6 +37,9 @@ VENV = "/opt/ghost-agent"
 SLACK_PORT = 8765
 SLACK_LOG = "/var/log/slack-stub/posts.jsonl"
 SECURITY_LIMIT = 2.0
+#: What the module's fixture made on the host: "kit" (GhostKit), "work" (the clones' parent,
+#: bound into the guest at the same path: the theme's files are written there from here).
+_made: dict = {}
 
 
 def unit(site: str) -> str:
@@ -90,7 +92,7 @@ def config(site: str) -> str:
         [[checks]]
         name = "home"
         url = "{{local_url}}/"
-        contains = "e2e-release"
+        contains = '{FOOTER_MARK}'
 
         [slack]
         # webhook_url: /etc/credstore/ghost-agent.{site}.slack-webhook-url (LoadCredential=)
@@ -112,19 +114,25 @@ def deployed(g: Guest, site: str, commit: str) -> bool:
 
 
 def home(g: Guest, site: str) -> str:
-    return g.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{SITES[site]}/"],
-                 check=False).stdout
+    """GET / of the site's Ghost, as the public https site (Ghost redirects plain http)."""
+    header = "{}: {}".format(*next(iter(HTTPS_HEADERS.items())))
+    return g.run(["curl", "-sS", "--max-time", "5", "-H", header,
+                  f"http://127.0.0.1:{SITES[site]}/"], check=False).stdout
+
+
+def footer(site: str, text: str) -> str:
+    return f"{site}: {text}"
 
 
 def push(g: Guest, site: str, text: str) -> str:
-    """Commit a release whose home page says `site: text` on the branch `site`, push it and
+    """Commit the test theme whose footer says `site: text` on the branch `site`, push it and
     return the commit."""
-    work = f"/srv/git/work-{site}"
-    g.write_file(f"{work}/index.html",
-                 f'<html><body class="e2e-release">{site}: {text}</body></html>\n')
+    work = _made["work"] / f"work-{site}"
+    kit: GhostKit = _made["kit"]
+    kit.write_theme(work, footer(site, text))
     sh(g, f"""set -e
         cd {work}
-        git add index.html
+        git add -A
         git -c user.name=ops -c user.email=ops@example.com commit -q -m 'B321 {site} {text}'
         git push -q origin HEAD:{site}""")
     return sh(g, f"git -C {work} rev-parse HEAD").stdout.strip()
@@ -165,57 +173,71 @@ def status_line(g: Guest, site: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:  # noqa: F811
-    """The guest with both sites' Ghost stand-ins, the git daemon, the Slack stand-in, the
-    agent pip-installed in /opt/ghost-agent, both configs and credentials; no setup yet."""
+    """The guest with both sites' Ghost, the git daemon, the Slack stand-in, the agent
+    pip-installed in /opt/ghost-agent, both configs and credentials; no setup yet."""
     ok, reason = guest_supported()
     if not ok:
         pytest.skip(f"no systemd guest on this machine: {reason}")
+    if not shutil.which("node"):
+        pytest.skip("node is not installed (Ghost needs it)")
     scratch = tmp_path_factory.mktemp("instances")
     shutil.copytree(wheels, scratch / "wheels")
+    _made.update(kit=make_ghost_kit(scratch / "ghost-kit"), work=scratch / "work")
+    _lay_out_sites(scratch / "www")
     g = Guest(scratch / "guest", binds=[scratch])
     try:
         g.boot()
-        _prepare(g, scratch / "wheels")
+        _prepare(g, scratch)
         yield g
     finally:
         g.shutdown()
 
 
-def _prepare(g: Guest, wheel_dir: Path) -> None:
+def _lay_out_sites(www: Path) -> None:
+    """Each site as Ghost-CLI lays it out, on the host (the guest mounts `www` on /var/www):
+    its config names /var/www paths, a database made by a first boot, the theme installed by
+    hand (the agent adopts it) and active."""
+    kit: GhostKit = _made["kit"]
+    for site, port in SITES.items():
+        laid = write_site(www / site, kit.ghost_dir, url=f"https://{site}.website.com",
+                          port=port, theme_name=THEME)
+        text = laid["config"].read_text().replace(str(www), "/var/www")
+        laid["config"].write_text(text)
+        shutil.copy2(kit.template_db, laid["db"])
+        kit.write_theme(laid["theme_dir"], footer(site, "installed by hand"))
+        activate_theme(laid["db"], THEME)
+
+
+def _prepare(g: Guest, scratch: Path) -> None:
+    wheel_dir, work, kit = scratch / "wheels", _made["work"], _made["kit"]
     # policy-rc.d forbids starting services; LoadCredential= needs `/` shared (test_install.py)
     sh(g, f"""set -e
         rm -f /usr/sbin/policy-rc.d
         mount --make-rshared /
+        mkdir -p /var/www && mount --bind {scratch / "www"} /var/www
         useradd --system --user-group --home-dir /var/www --no-create-home \
             --shell /usr/sbin/nologin ghost
         useradd --system --user-group --home-dir /srv/git --no-create-home git
-        mkdir -p /srv/git /opt/slack-stub /var/log/slack-stub
+        mkdir -p /srv/git /opt/slack-stub /var/log/slack-stub {work}
         git init -q --bare -b dev1 /srv/git/site.git
         chown -R git:git /srv/git/site.git
         /usr/bin/python3 -m venv {VENV}
         {VENV}/bin/pip install --quiet --no-index --find-links {wheel_dir} ghost-deploy-agent
         mkdir -p /etc/ghost-agent
         install -d -m 700 /etc/credstore""", timeout=300)
-    for site, port in SITES.items():
+    for site in SITES:
         sh(g, f"""set -e
-            mkdir -p /var/www/{site}/content/themes /var/www/{site}/content/files
             chown -R ghost:ghost /var/www/{site}/content
             find /var/www/{site}/content -type d -exec chmod 775 {{}} +
-            git init -q -b {site} /srv/git/work-{site}
-            git -C /srv/git/work-{site} remote add origin {REMOTE}
+            find /var/www/{site}/content -type f -exec chmod 664 {{}} +
+            git init -q -b {site} {work}/work-{site}
+            git -C {work}/work-{site} remote add origin {REMOTE}
             umask 077
             printf '%s\\n' '{webhook(site)}' > /etc/credstore/ghost-agent.{site}.slack-webhook-url
             """)
         g.write_file(f"/etc/ghost-agent/{site}.toml", config(site), mode=0o640)
-        g.install_unit(ghost(site), textwrap.dedent(f"""\
-            [Unit]
-            Description=stand-in for the Ghost of {site} (serves its live theme path)
-            [Service]
-            User=ghost
-            Group=ghost
-            ExecStart=/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 \\
-                --directory {live(site)}
-            """))
+        g.install_unit(ghost(site), ghost_unit(f"{site}-website-com", kit.ghost_dir,
+                                               Path(f"/var/www/{site}"), user="ghost"))
     g.write_file("/opt/slack-stub/stub.py", SLACK_STUB)
     g.install_unit("slack-stub.service", "[Service]\nExecStart=/usr/bin/python3 "
                    f"/opt/slack-stub/stub.py {SLACK_PORT} {SLACK_LOG}\n")
@@ -228,6 +250,9 @@ def _prepare(g: Guest, wheel_dir: Path) -> None:
     g.systemctl("start", "slack-stub.service", "git-daemon.service", *map(ghost, SITES))
     wait_for(lambda: g.run(["git", "ls-remote", REMOTE], check=False).returncode == 0, 10,
              "git daemon")
+    for site in SITES:
+        wait_for(lambda site=site: footer(site, "installed by hand") in home(g, site), 120,
+                 f"{site}'s Ghost", on_timeout=lambda site=site: g.journal(ghost(site)))
 
 
 @pytest.fixture(scope="module")
