@@ -1,10 +1,12 @@
-"""Ghost 6 installed the way users do (#12): Ghost-CLI's `ghost install` with the systemd
-process manager and sqlite3 (no nginx, ssl or mysql), run inside a guest by an operator user
-with passwordless sudo, so that Ghost-CLI's own `sudo systemctl daemon-reload` / `start` reach
-the guest's systemd. The unit, the layout and the users are then Ghost-CLI's own.
+"""Ghost 5 and Ghost 6 installed the way users do (#12): Ghost-CLI's `ghost install` with the
+systemd process manager and sqlite3 (no nginx, ssl or mysql), run inside a guest by an operator
+user with passwordless sudo, so that Ghost-CLI's own `sudo systemctl daemon-reload` / `start`
+reach the guest's systemd. The unit, the layout and the users are then Ghost-CLI's own.
 
-The registry's part (Ghost-CLI, pnpm, the release archive, a pnpm store for its lockfile) is
+Ghost-CLI installs Ghost 6 with pnpm and Ghost 5 with its own yarn 1. The registry's part
+(Ghost-CLI, the release archive, a pnpm store or a yarn offline mirror for its lockfile) is
 fetched on the host once and cached (tests/e2e/ghost_cli.py); the guest has no network.
+Both run on node 22, the kit's: Ghost-CLI 1.32.5 does not run on node 20.
 On this real Ghost-CLI unit the test also checks what the agent relies on: the node Ghost
 runs on (read from ExecStart) and gscan under the WorkingDirectory, which passes Ghost's own
 theme and stops a broken one.
@@ -37,7 +39,6 @@ from tests.e2e.ghost_cli import (
 
 pytestmark = pytest.mark.e2e
 
-VERSION = GHOST_BUILDS["6"][0]
 URL = "https://dev1.example.com"
 SITE = "/var/www/dev1"
 UNIT = "ghost_dev1-example-com.service"
@@ -56,9 +57,15 @@ def www() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_e2e_ghost_cli_installs_ghost6_under_systemd(www, guest_factory, request) -> None:
-    kit = ensure_ghost_cli_kit(major="6")
-    g = guest_factory(binds=[*guest_binds(kit), www], name="ghostagent-e2e-cli")
+@pytest.mark.parametrize("major", ["5", "6"])
+def test_e2e_ghost_cli_installs_ghost_under_systemd(major, www, guest_factory, request) -> None:
+    version = GHOST_BUILDS[major][0]
+    kit = ensure_ghost_cli_kit(major=major)
+    assert kit.ghost_version == version
+    # What Ghost-CLI does with each release: pnpm when it carries pnpm's lockfile (6), else
+    # its own yarn (5).
+    assert kit.installer == {"5": "yarn", "6": "pnpm"}[major]
+    g = guest_factory(binds=[*guest_binds(kit), www], name=f"ghostagent-e2e-cli{major}")
     sudo = ensure_guest_sudo(g, kit)
     add_operator(g)  # a user with passwordless sudo: Ghost-CLI refuses root
 
@@ -67,15 +74,24 @@ def test_e2e_ghost_cli_installs_ghost6_under_systemd(www, guest_factory, request
     request.addfinalizer(registry.stop)
     inst = install_with_ghost_cli(g, kit, www, site="dev1", url=URL)
     print(f"registry stand-in served: {registry.requests}")
-    print(f"sudo: {sudo}; store copy {inst.copy_seconds:.1f} s; ghost install "
-          f"{inst.seconds:.1f} s\n{inst.output[-2500:]}")
+    print(f"sudo: {sudo}; {inst.installer}; store copy {inst.copy_seconds:.1f} s; ghost install "
+          f"{inst.seconds:.1f} s; compiled in the guest: {list(inst.compiled)}\n"
+          f"{inst.output[-2500:]}")
     assert inst.unit == UNIT
+    assert inst.installer == kit.installer
+    # The package manager shows in the release's node_modules: pnpm leaves .pnpm there, yarn 1
+    # its .yarn-integrity.
+    marker = {"pnpm": ".pnpm", "yarn": ".yarn-integrity"}[kit.installer]
+    g.run(["test", "-e", f"{SITE}/versions/{version}/node_modules/{marker}"])
+    # Yarn has no build cache: sqlite3 and re2 took the kit's host builds as their prebuilt
+    # downloads instead of compiling for minutes inside the guest.
+    assert inst.compiled == (), inst.compiled
 
     # The layout is Ghost-CLI's: versions/<v> and `current` pointing to it.
     current = g.run(["readlink", "-f", f"{SITE}/current"]).stdout.strip()
-    assert current == f"{SITE}/versions/{VERSION}"
+    assert current == f"{SITE}/versions/{version}"
     cli_state = json.loads(g.run(["cat", f"{SITE}/.ghost-cli"]).stdout)
-    assert cli_state["active-version"] == VERSION
+    assert cli_state["active-version"] == version
     config = json.loads(g.run(["cat", f"{SITE}/config.production.json"]).stdout)
     assert config["url"] == URL
     assert config["database"]["client"] == "sqlite3"
@@ -112,14 +128,16 @@ def test_e2e_ghost_cli_installs_ghost6_under_systemd(www, guest_factory, request
     print(f"first 200 after the install returned: {ready.seconds:.1f} s")
     site = http_get("http://127.0.0.1:2368/ghost/api/admin/site/", headers=HTTPS_HEADERS,
                     netns=netns).json()
-    assert site["site"]["version"] == ".".join(VERSION.split(".")[:2])
+    assert site["site"]["version"] == ".".join(version.split(".")[:2])
 
     # What the agent finds on this unit (agent/service.py, agent/validate.py): the node Ghost
     # runs on, from ExecStart, and gscan under the WorkingDirectory's `current`; that gscan,
     # run on that node as the agent runs it, passes Ghost's own theme and stops a broken one.
+    # The node is the one that ran Ghost-CLI (its unit names process.execPath): the kit's.
     exec_start = g.systemctl("show", "-p", "ExecStart", "--value", UNIT).stdout
     node = node_of(exec_start)
     assert node == str(kit.node), exec_start
+    assert g.run([node, "--version"]).stdout.startswith("v22."), node
     workdir = g.systemctl("show", "-p", "WorkingDirectory", "--value", UNIT).stdout.strip()
     gscan = f"{workdir}/current/node_modules/gscan"
     g.run(["test", "-f", f"{gscan}/package.json"])
