@@ -1,13 +1,13 @@
 """The Ansible role (packaging/ansible) against a real systemd guest, over real ssh.
 
 A guest (tests/e2e/guest.py) is laid out like a Ghost-CLI server with two sites: Ghost's
-user `ghost`, each site's content directory, a stand-in for each Ghost unit (it serves the
-live theme's index.html at / and content/files/ at /content/files/, as Ghost does), a git
-daemon serving the sites' repository, a Slack stand-in, and sshd on 127.0.0.1:2222 taking
-root with a key this module makes. The controller is this machine's ansible-playbook (the
-test virtualenv's ansible-core), run in the guest's network namespace only (nsenter --net):
-it reads the checkout and the inventory from the host's file system and reaches the guest's
-sshd on the guest's loopback; the guest's /usr/bin/python3 runs the modules.
+user `ghost`, each site a real Ghost 5 laid out as Ghost-CLI does (tests/e2e/ghost.write_site,
+/var/www/<site>, its own port and unit, the test theme installed by hand), a git daemon
+serving the sites' repository, a Slack stand-in, and sshd on 127.0.0.1:2222 taking root with
+a key this module makes. The controller is this machine's ansible-playbook (the test
+virtualenv's ansible-core), run in the guest's network namespace only (nsenter --net): it
+reads the checkout and the inventory from the host's file system and reaches the guest's sshd
+on the guest's loopback; the guest's /usr/bin/python3 runs the modules.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.agent_host import THEME, GhostKit
+from tests.e2e.ghost import activate_theme, ghost_unit, write_site
 from tests.e2e.guest import Guest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,35 +37,9 @@ SSHD_DIR = "/etc/ghost-agent-e2e/ansible-sshd"
 GIT_PORT = 9418
 REMOTE = f"git://127.0.0.1:{GIT_PORT}/site.git"
 REPO_DIR = "/srv/git/site.git"
-WORK = "/srv/git/work"
 SLACK_PORT = 8765
 SLACK_LOG = "/var/log/slack-stub/posts.jsonl"
 BRANCH = "dev1"
-
-GHOST_STANDIN = """\
-import http.server, os, sys
-PORT, LIVE, FILES = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/":
-            path = os.path.join(LIVE, "index.html")
-        elif self.path.startswith("/content/files/") and "/.." not in self.path:
-            path = os.path.join(FILES, self.path[len("/content/files/"):])
-        else:
-            path = ""
-        try:
-            with open(path, "rb") as fh:
-                body = fh.read()
-        except OSError:
-            self.send_response(404); self.end_headers(); return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"""
 
 SLACK_STUB = """\
 import http.server, json, sys
@@ -140,38 +116,46 @@ def sh(g: Guest, script: str, timeout: float = 120, input: str | None = None,
 # --------------------------------------------------------------------------- the server
 
 
-def prepare_server(g: Guest, sites: list[SiteSpec]) -> None:
-    """Ghost-CLI-like: user/group ghost, each site's content (dirs 775) and Ghost stand-in
-    unit, the git daemon with the sites' repository (branch dev1), the Slack stand-in; `/`
-    rshared (LoadCredential= needs it, see test_install.py) and no policy-rc.d."""
+#: What prepare_server made: "kit" (the GhostKit), "work" (the site repository's clone, on
+#: the host: push_release writes the theme's files there).
+_server: dict = {}
+
+
+def prepare_server(g: Guest, sites: list[SiteSpec], host_dir: Path, kit: GhostKit) -> None:
+    """Ghost-CLI-like: user/group ghost, each site's real Ghost (laid out on the host under
+    host_dir/www, which the guest mounts on /var/www; content owned by ghost, dirs 775; its
+    unit), the git daemon with the sites' repository (branch dev1), the Slack stand-in; `/`
+    rshared (LoadCredential= needs it, see test_install.py) and no policy-rc.d. host_dir must
+    be bound into the guest at the same path."""
+    www, work = host_dir / "www", host_dir / "git-work"
+    _server.update(kit=kit, work=work)
+    for site in sites:
+        laid = write_site(www / site.name, kit.ghost_dir, url=site.url, port=site.port,
+                          theme_name=THEME)
+        laid["config"].write_text(laid["config"].read_text().replace(str(www), "/var/www"))
+        shutil.copy2(kit.template_db, laid["db"])
+        kit.write_theme(laid["theme_dir"], f"{site.name}: installed by hand")
+        activate_theme(laid["db"], THEME)
     sh(g, f"""set -e
         rm -f /usr/sbin/policy-rc.d
         mount --make-rshared /
+        mkdir -p /var/www && mount --bind {www} /var/www
         useradd --system --user-group --home-dir /var/www --no-create-home \
             --shell /usr/sbin/nologin ghost
         useradd --system --user-group --home-dir /srv/git --no-create-home git
         mkdir -p /srv/git /opt/e2e /var/log/slack-stub
         git init -q --bare -b {BRANCH} {REPO_DIR}
         chown -R git:git {REPO_DIR}
-        git init -q -b {BRANCH} {WORK}
-        git -C {WORK} remote add origin {REMOTE}""")
-    g.write_file("/opt/e2e/ghost_standin.py", GHOST_STANDIN)
+        git init -q -b {BRANCH} {work}
+        git -C {work} remote add origin {REMOTE}""")
     g.write_file("/opt/e2e/slack_stub.py", SLACK_STUB)
     for site in sites:
         sh(g, f"""set -e
-            mkdir -p {site.content}/themes {site.files} {site.content}/images
-            chown -R ghost:ghost /var/www/{site.name}
-            find /var/www/{site.name} -type d -exec chmod 775 {{}} +""")
-        g.install_unit(site.ghost_unit, textwrap.dedent(f"""\
-            [Unit]
-            Description=stand-in for Ghost of {site.name}
-
-            [Service]
-            User=ghost
-            Group=ghost
-            ExecStart=/usr/bin/python3 /opt/e2e/ghost_standin.py {site.port} {site.live} \
-            {site.files}
-            """))
+            chown -R ghost:ghost {site.content}
+            find {site.content} -type d -exec chmod 775 {{}} +
+            find {site.content} -type f -exec chmod 664 {{}} +""")
+        g.install_unit(site.ghost_unit, ghost_unit(site.name, kit.ghost_dir,
+                                                   Path(f"/var/www/{site.name}"), user="ghost"))
     g.install_unit("slack-stub.service", textwrap.dedent(f"""\
         [Service]
         ExecStart=/usr/bin/python3 /opt/e2e/slack_stub.py {SLACK_PORT} {SLACK_LOG}
@@ -186,17 +170,22 @@ def prepare_server(g: Guest, sites: list[SiteSpec]) -> None:
                 *(s.ghost_unit for s in sites))
     wait_for(lambda: g.run(["git", "ls-remote", REMOTE], check=False).returncode == 0, 15,
              "the git daemon")
+    for site in sites:
+        wait_for(lambda site=site: "installed by hand" in g.run(
+            ["curl", "-sS", "--max-time", "5", f"{site.url}/"], check=False).stdout, 120,
+            f"{site.name}'s Ghost", detail=lambda site=site: g.journal(site.ghost_unit, 40))
 
 
 def push_release(g: Guest, text: str) -> str:
-    """Commit a release whose home page says `text` on dev1, push it; return the commit."""
-    g.write_file(f"{WORK}/index.html", f'<html><body class="e2e-release">{text}</body></html>\n')
+    """Commit the test theme whose footer says `text` on dev1, push it; return the commit."""
+    work = _server["work"]
+    _server["kit"].write_theme(work, text)
     sh(g, f"""set -e
-        cd {WORK}
-        git add index.html
+        cd {work}
+        git add -A
         git -c user.name=ops -c user.email=ops@example.com commit -q -m 'B321 {text}'
         git push -q origin HEAD:{BRANCH}""")
-    return sh(g, f"git -C {WORK} rev-parse HEAD").stdout.strip()
+    return sh(g, f"git -C {work} rev-parse HEAD").stdout.strip()
 
 
 def start_sshd(g: Guest, keys: Path) -> Path:

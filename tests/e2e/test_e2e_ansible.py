@@ -1,7 +1,7 @@
 """The Ansible role packaging/ansible (issue #14) on a real systemd guest, over real ssh.
 
 ansible-core from PyPI (the `test` extras) runs site.yml against a guest laid out like a
-Ghost-CLI server with two sites, blog and shop, on one host of the group dev1
+Ghost-CLI server with two real Ghost sites, blog and shop, on one host of the group dev1
 (tests/e2e/ansible_lab.py): the first run installs the agent with pip from a wheelhouse of
 this checkout, writes both sites' configs and secrets, runs `ghost-agent setup --instance`,
 and the agents ghost-agent@blog and ghost-agent@shop deploy the pushed commit; a second run
@@ -15,6 +15,7 @@ The tests of this module run in order, each on what the previous one left.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import pytest
 from tests.e2e.ansible_lab import (ANSIBLE_DIR, BRANCH, REMOTE, SLACK_LOG, Controller, SiteSpec,
                                    build_wheelhouse, env_without_ansible_config, prepare_server,
                                    push_release, wait_for)
+from tests.e2e.agent_host import FOOTER_MARK, make_ghost_kit
 from tests.e2e.guest import Guest, guest_supported
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +46,7 @@ def site_vars(site: SiteSpec, poll_seconds: float = 1) -> dict[str, Any]:
         "deploy": {"path": site.live, "keep": 3},
         "ghost": {"unit": site.ghost_unit, "restart_timeout_seconds": 30,
                   "verify_seconds": 20},
-        "checks": [{"name": "home", "url": "{local_url}/", "contains": "e2e-release"}],
+        "checks": [{"name": "home", "url": "{local_url}/", "contains": FOOTER_MARK}],
         "slack": {},
         "secrets": {"slack-webhook-url": site.webhook},
     }
@@ -132,13 +134,16 @@ def lab(ansible_ok: None, wheels: Path,
         pytest.skip("polkitd is not installed on the host (apt-get install polkitd)")
     if not Path("/usr/sbin/sshd").exists():
         pytest.skip("openssh-server is not installed on the host")
+    if not shutil.which("node"):
+        pytest.skip("node is not installed (Ghost needs it)")
     work = tmp_path_factory.mktemp("ansible")
     started = time.monotonic()
-    g = Guest(work / "guest", name="ghostagent-ansible")
+    kit = make_ghost_kit(work / "ghost-kit")
+    g = Guest(work / "guest", binds=[work], name="ghostagent-ansible")
     controller = None
     try:
         g.boot()
-        prepare_server(g, SITES)
+        prepare_server(g, SITES, work, kit)
         controller = Controller(g, work)
         inventory = write_inventory(work / "inventory.yml", controller, wheels)
         TIMES["guest"] = time.monotonic() - started
