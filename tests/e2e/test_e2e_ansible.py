@@ -29,6 +29,7 @@ from tests.e2e.ansible_lab import (ANSIBLE_DIR, BRANCH, REMOTE, SLACK_LOG, Contr
                                    push_release, wait_for)
 from tests.e2e.agent_host import FOOTER_MARK, make_ghost_kit
 from tests.e2e.guest import Guest, guest_supported
+from tests.e2e.test_install import build_deb
 
 pytestmark = pytest.mark.e2e
 
@@ -53,15 +54,17 @@ def site_vars(site: SiteSpec, poll_seconds: float = 1) -> dict[str, Any]:
 
 
 def write_inventory(path: Path, controller: Controller, wheels: Path,
-                    shop_poll: float = 1) -> Path:
+                    shop_poll: float = 1, deb: Path | None = None) -> Path:
     """The four groups of inventory.example.yml; this host in dev1 with two sites, and the
-    fleet's control host too. JSON is YAML."""
+    fleet's control host too; the agent from the wheelhouse, or the .deb `deb`. JSON is
+    YAML."""
     sites = {s.name: site_vars(s, shop_poll if s.name == "shop" else 1) for s in SITES}
+    install = {"ghost_agent_install_method": "deb", "ghost_agent_deb": str(deb)} if deb \
+        else {"ghost_agent_pip_wheels": str(wheels)}
     inventory = {"all": {"children": {
         "ghost_sites": {"children": {
             "dev1": {"vars": {"ghost_agent_flag": "dev1"},
-                     "hosts": {HOST: {**controller.host_vars(),
-                                      "ghost_agent_pip_wheels": str(wheels),
+                     "hosts": {HOST: {**controller.host_vars(), **install,
                                       "ghost_agent_sites": sites}}},
             "staging1": {"vars": {"ghost_agent_flag": "staging1*"}, "hosts": {}},
             "prod": {"vars": {"ghost_agent_window": {"start": "03:30", "minutes": 60,
@@ -127,6 +130,13 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def lab(ansible_ok: None, wheels: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    yield from _lab(wheels, tmp_path_factory)
+
+
+def _lab(wheels: Path, tmp_path_factory: pytest.TempPathFactory,
+         deb: Path | None = None) -> Iterator[dict[str, Any]]:
+    """A guest with two real Ghost sites, sshd for the controller and the inventory (the
+    agent from the wheelhouse, or from `deb`)."""
     ok, reason = guest_supported()
     if not ok:
         pytest.skip(f"no systemd guest on this machine: {reason}")
@@ -145,7 +155,7 @@ def lab(ansible_ok: None, wheels: Path,
         g.boot()
         prepare_server(g, SITES, work, kit)
         controller = Controller(g, work)
-        inventory = write_inventory(work / "inventory.yml", controller, wheels)
+        inventory = write_inventory(work / "inventory.yml", controller, wheels, deb=deb)
         TIMES["guest"] = time.monotonic() - started
         yield {"g": g, "controller": controller, "inventory": inventory, "work": work,
                "wheels": wheels}
@@ -326,3 +336,38 @@ def test_branch_is_the_hosts_flag(lab: dict[str, Any]) -> None:
                    "--json"], check=False, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert BRANCH in r.stdout
+
+
+# --------------------------------------------------------------------------- the .deb way
+
+
+@pytest.fixture(scope="module")
+def deb_lab(ansible_ok: None, wheels: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    deb = build_deb(tmp_path_factory)
+    yield from _lab(wheels, tmp_path_factory, deb=deb)
+
+
+def test_the_deb_way_installs_the_package_and_the_agents_deploy(deb_lab: dict[str, Any]
+                                                                 ) -> None:
+    """ghost_agent_install_method: deb: the package from the controller, installed by apt
+    (its virtualenv built offline at install); then the same sites, agents and checks."""
+    g, controller = deb_lab["g"], deb_lab["controller"]
+    commit = push_release(g, "release one from the package")
+    run = controller.playbook(ANSIBLE_DIR / "site.yml", deb_lab["inventory"])
+    TIMES["first run, .deb"] = run.seconds
+    assert run.rc == 0, run.explain()
+    status = g.run(["dpkg-query", "-W", "-f", "${Status}", "ghost-deploy-agent"]).stdout
+    assert status == "install ok installed", status
+    assert g.run(["readlink", "-f", "/usr/bin/ghost-agent"]).stdout.startswith(
+        "/usr/lib/ghost-deploy-agent/venv")
+    assert g.run(["test", "-e", "/opt/ghost-agent"], check=False).returncode != 0  # not pip
+    for site in SITES:
+        wait_for(lambda site=site: deployed(g, site, commit), 90, f"{site.name} deployed",
+                 detail=lambda: agents_journal(g))
+        assert "release one from the package" in home(g, site)
+        unit_file = prop(g, site.agent_unit, "FragmentPath")
+        assert unit_file == "/lib/systemd/system/ghost-agent@.service", unit_file
+    again = controller.playbook(ANSIBLE_DIR / "site.yml", deb_lab["inventory"])
+    assert again.rc == 0 and again.recap[HOST]["changed"] == 0, \
+        "\n".join(again.changed_tasks()) + again.explain()
