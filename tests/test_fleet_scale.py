@@ -6,33 +6,22 @@ Real HTTP servers on 127.0.0.1 (tests.test_fleet.LocalWeb). The speed goal itsel
 benchmark figure: python tests/bench_fleet.py.
 """
 
+# ruff: noqa: F401, F811 - the fixture `web` of test_fleet is imported to be a test argument
 from __future__ import annotations
 
 import json
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import timedelta
-
-import pytest
 
 from agent import fleet_fetch
 from agent.config import FleetConfig
 from agent.fleet import SiteSummary, summarize, summarize_site
 from agent.fleet_fetch import SiteAnswer, fetch_all, fetch_each
 from agent.fleet_job import run_report
-from tests.test_fleet import (NOW, LocalWeb, closed_port_url, fleet_of_every_state,
-                              fuzzed_docs, record, send, sha, site_doc)
-
-
-@pytest.fixture
-def web() -> Iterator[LocalWeb]:
-    server = LocalWeb().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.test_fleet import (NOW, closed_port_url, fleet_of_every_state, fuzzed_docs,
+                              record, send, sha, site_doc, web)
 
 
 def test_sites_slow_to_answer_are_fetched_side_by_side(web):

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from tests.e2e.agent_host import THEME, GhostKit
 from tests.e2e.ghost import activate_theme, ghost_unit, write_site
 from tests.e2e.guest import Guest
+from tests.e2e.test_install import SLACK_STUB, wait_for  # noqa: F401 - wait_for: re-exported
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "packaging" / "ansible"
@@ -40,22 +40,6 @@ REPO_DIR = "/srv/git/site.git"
 SLACK_PORT = 8765
 SLACK_LOG = "/var/log/slack-stub/posts.jsonl"
 BRANCH = "dev1"
-
-SLACK_STUB = """\
-import http.server, json, sys
-LOG = sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with open(LOG, "a") as fh:
-            fh.write(json.dumps({"path": self.path, "body": body.decode()}) + "\\n")
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
 
 
 @dataclass(frozen=True)
@@ -93,19 +77,6 @@ class SiteSpec:
     def webhook(self) -> str:
         """Its Slack webhook, a secret: only in /etc/credstore/ghost-agent.<site>.*."""
         return f"http://127.0.0.1:{SLACK_PORT}/services/T000/B000/e2eSECRET{self.name}"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3,
-             detail: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            more = f"\n{detail()}" if detail else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{more}")
-        time.sleep(step)
 
 
 def sh(g: Guest, script: str, timeout: float = 120, input: str | None = None,
@@ -173,7 +144,7 @@ def prepare_server(g: Guest, sites: list[SiteSpec], host_dir: Path, kit: GhostKi
     for site in sites:
         wait_for(lambda site=site: "installed by hand" in g.run(
             ["curl", "-sS", "--max-time", "5", f"{site.url}/"], check=False).stdout, 120,
-            f"{site.name}'s Ghost", detail=lambda site=site: g.journal(site.ghost_unit, 40))
+            f"{site.name}'s Ghost", on_timeout=lambda site=site: g.journal(site.ghost_unit, 40))
 
 
 def push_release(g: Guest, text: str) -> str:

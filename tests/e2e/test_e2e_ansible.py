@@ -215,7 +215,7 @@ def test_first_run_installs_the_agents_and_they_deploy(lab: dict[str, Any]) -> N
     assert run.recap[HOST]["failed"] == 0 and run.recap[HOST]["changed"] > 0, run.explain()
     for site in SITES:
         wait_for(lambda site=site: deployed(g, site, commit), 90, f"{site.name} deployed",
-                 detail=lambda: agents_journal(g))
+                 on_timeout=lambda: agents_journal(g))
         assert "release one" in home(g, site)
         assert g.systemctl("is-active", site.agent_unit).stdout.strip() == "active"
         assert g.systemctl("is-enabled", site.agent_unit).stdout.strip() == "enabled"
@@ -296,7 +296,7 @@ def test_a_changed_variable_changes_that_site_only(lab: dict[str, Any]) -> None:
     commit = push_release(g, "release two")
     for site in SITES:
         wait_for(lambda site=site: deployed(g, site, commit), 90, f"{site.name} deployed",
-                 detail=lambda: agents_journal(g))
+                 on_timeout=lambda: agents_journal(g))
     # and the next run is clean again
     again = controller.playbook(ANSIBLE_DIR / "site.yml", inventory)
     assert again.rc == 0 and again.recap[HOST]["changed"] == 0, \
@@ -364,7 +364,7 @@ def test_the_deb_way_installs_the_package_and_the_agents_deploy(deb_lab: dict[st
     assert g.run(["test", "-e", "/opt/ghost-agent"], check=False).returncode != 0  # not pip
     for site in SITES:
         wait_for(lambda site=site: deployed(g, site, commit), 90, f"{site.name} deployed",
-                 detail=lambda: agents_journal(g))
+                 on_timeout=lambda: agents_journal(g))
         assert "release one from the package" in home(g, site)
         unit_file = prop(g, site.agent_unit, "FragmentPath")
         assert unit_file == "/lib/systemd/system/ghost-agent@.service", unit_file
