@@ -1,8 +1,10 @@
-"""Releases readers never see fail (#12), on a real Ghost under systemd: gscan (the one inside
-the Ghost install, found from the Ghost unit's WorkingDirectory) stops a broken theme before
-the switch, and with an Admin API key (a custom integration's) a good theme goes live by
-activation, without a restart. A probe sends GET / every 20 ms all along and counts every
-answer that is not a 200."""
+"""Releases readers never see fail (#12), on a real Ghost 5 installed by Ghost-CLI inside the
+guest (`ghost install`, systemd, sqlite3: Ghost-CLI's own unit, layout and ghost user;
+test_e2e_ghost6.py runs the same on Ghost 6): gscan (the one inside the Ghost install, found
+from the Ghost unit's WorkingDirectory) stops a broken theme before the switch, and with an
+Admin API key (a custom integration's) a good theme goes live by activation, without a
+restart. A probe sends GET / every 20 ms all along and counts every answer that is not a
+200."""
 
 # ruff: noqa: F811 - pytest fixtures imported from agent_host are test arguments of the same name
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tests.e2e.agent_host import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.e2e
+GHOST_INSTALL = "ghost-cli"  # read by the lab fixture
 
 MakeSite = Callable[..., Site]
 def test_e2e_releases_go_live_by_activation_and_broken_ones_never_do(make_site: MakeSite
