@@ -88,6 +88,12 @@ class _Watch:
                 return
         _shut(sock)
 
+    def release(self) -> None:
+        """The fetch has its body: its kept-alive sockets now serve other fetches, which its
+        deadline must not cut short."""
+        with self._lock:
+            self._socks = []
+
     def expire(self) -> None:
         with self._lock:
             if self.expired:
@@ -300,6 +306,7 @@ def _fetch_one(session: requests.Session, url: str, timeout: float, watch: _Watc
         error = _describe(exc, timeout)
     finally:
         _this_thread.watch = None
+        watch.release()
     if got is None and watch.expired:
         # a shut-down socket surfaces as whatever error the read was in: name the real cause
         error = _timed_out(timeout)

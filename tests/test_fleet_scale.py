@@ -137,3 +137,42 @@ def test_a_summary_keeps_no_more_than_a_line_of_text_whatever_the_site_sent():
     doc["pad"] = "p" * 500_000
     summary = summarize_site(SiteAnswer("https://a", doc, None, 1))
     assert len(json.dumps([summary.entry, summary.versions, summary.inputs])) < 2_000
+
+
+def test_a_fetch_past_its_deadline_after_its_body_leaves_the_next_fetch_alone(web,
+                                                                              monkeypatch):
+    """A's body is read and its kept-alive connection then serves B, while A waits for its
+    digest past A's deadline: the watchdog must not shut that connection down under B.
+
+    Two workers, a pool of one connection: A and X start at 0 s; A's body comes at once (its
+    connection goes back to the pool), X answers at 0.5 s and its worker takes B, on A's
+    connection. A's deadline passes at 3 s; B answers at 3.25 s, within its own (3.5 s)."""
+    doc = site_doc("a", "1.3.22")
+    body = json.dumps(doc).encode()
+
+    def answer_after(seconds):
+        def route(h):
+            time.sleep(seconds)
+            send(h, 200, body, "application/json")
+        return route
+
+    urls = [web.json_site("a", doc), web.site("x", answer_after(0.5)),
+            web.site("b", answer_after(2.75))]
+
+    def digest(answer: SiteAnswer) -> SiteAnswer:
+        if answer.url == urls[0]:
+            time.sleep(3.4)  # A waits past its deadline, its connection long given back
+        return answer
+
+    monkeypatch.setattr(fleet_fetch, "PARSERS", 2)
+    got = fetch_each(urls, 3.0, digest, max_workers=2, session=_one_connection_session())
+    assert [a.error for a in got] == [None, None, None], got
+    assert got[2].doc == doc
+
+
+def _one_connection_session():
+    """A session whose pools keep one connection per host, so a fetch reuses the last one's."""
+    session = fleet_fetch.make_session(1)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, fleet_fetch.DeadlineAdapter(pool_connections=1, pool_maxsize=1))
+    return session
