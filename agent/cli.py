@@ -16,7 +16,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config import config_path, load_config
 from agent.setup.options import add_arguments as add_setup_arguments
-from agent.errors import AgentError, ConfigError, ExitCode
+from agent.errors import AgentError, ConfigError, ExitCode, UsageError
 from agent.hostfault import host_error, is_host_errno
 from agent.redact import redact
 from agent.text import one_line
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="verbose logs and tracebacks")
     # The commands of one site may name an instance ghost-agent@SITE instead of a config.
     of_site = argparse.ArgumentParser(add_help=False)
-    of_site.add_argument("--instance", metavar="SITE",
+    of_site.add_argument("--instance", metavar="SITE", type=_instance_name,
                          help="the site of ghost-agent@SITE: its config (default "
                               "/etc/ghost-agent/SITE.toml), state and credentials")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_setup_arguments(command("setup", "install the service for this config: unit, polkit "
                                          "rule, sandbox paths, user (as root)", site=False))
     return parser
+
+
+def _instance_name(text: str) -> str:
+    """--instance's value: a site name that can be an instance (argparse: exit 2 if not)."""
+    from agent.setup.layout import Service, SetupError
+
+    try:
+        return Service.instance(text).site or text
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--instance {text!r}: ")
+                                         .removeprefix(f"--instance {text}: ")) from None
+
+
+#: What changes an instance's state: run as root, its files would become root's and the
+#: instance could no longer write them (ghost-agentctl runs them as the instance's user).
+_WRITES_STATE = frozenset({"once", "deploy", "rollback", "hold", "release", "run"})
 
 
 def setup_logging(debug: bool) -> None:
@@ -228,6 +244,13 @@ def _load_as_the_service_would(args: argparse.Namespace):
     if site is None:
         with credstore_view():
             return path, load_config(path)
+    if os.environ.get("CREDENTIALS_DIRECTORY"):  # inside a service: its own site only
+        raise UsageError(f"--instance {site}: not inside a service, which has its own site's "
+                         "config and credentials (ghost-agentctl --instance SITE COMMAND)")
+    if os.geteuid() == 0 and args.command in _WRITES_STATE:
+        raise UsageError(f"{args.command} --instance {site} as root would leave root's files in "
+                         f"the instance's state: sudo ghost-agentctl --instance {site} "
+                         f"{args.command}")
     service = Service.instance(site)
     path = Path(args.config or service.default_config)
     with service_view(service):

@@ -66,3 +66,9 @@ class CommandError(AgentError):
 
 class DeployError(AgentError):
     """A deploy step failed; the cycle decides whether to roll back."""
+
+
+class UsageError(AgentError):
+    """The command line asks for what cannot be done as asked (exit 2, as argparse's)."""
+
+    exit_code = ExitCode.USAGE

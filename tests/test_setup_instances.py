@@ -176,17 +176,18 @@ def test_the_packaged_template_is_left_alone(tmp_path: Path, root: Path) -> None
 # --------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("site", ["Dev1", "dev_1", "-dev1", "dev1-", "dev.1", "d" * 21,
+@pytest.mark.parametrize("site", ["Dev1", "dev_1", "-dev1", "dev1-", "dev.1", "d" * 20,
                                   "dev 1", "dev1/x", "\u00e9t\u00e9"])
 def test_a_name_that_cannot_be_an_instance_is_refused(tmp_path: Path, root: Path,
                                                       site: str) -> None:
     code, out, err = instance(site, site_config(tmp_path, "dev1"), root)
     assert code == ExitCode.FAILED and out == ""
-    assert err.count("\n") == 1 and f"--instance {site!r}: expected 1 to 20 lowercase" in err
+    assert err.count("\n") == 1 and f"--instance {site!r}: expected 1 to 19 lowercase" in err
     assert list(root.iterdir()) == []
 
 
-@pytest.mark.parametrize("site", ["agent", "releases", "cache", "tmp", "slack-spool"])
+@pytest.mark.parametrize("site", ["agent", "releases", "cache", "tmp", "slack-spool", "fleet",
+                                  "fleet-last-run"])
 def test_names_of_the_single_site_agent_are_reserved(tmp_path: Path, root: Path,
                                                      site: str) -> None:
     code, _, err = instance(site, site_config(tmp_path, "dev1"), root)
@@ -194,11 +195,11 @@ def test_names_of_the_single_site_agent_are_reserved(tmp_path: Path, root: Path,
     assert list(root.iterdir()) == []
 
 
-def test_the_longest_name_makes_a_32_character_user(tmp_path: Path, root: Path) -> None:
-    site = "a" * 20
+def test_the_longest_name_makes_a_31_character_user(tmp_path: Path, root: Path) -> None:
+    site = "a" * 19
     code, _, err = instance(site, site_config(tmp_path, "dev1"), root)
     assert (code, err) == (ExitCode.OK, "")
-    assert len(Service.instance(site).user) == 32
+    assert len(Service.instance(site).user) == 31  # sysusers: at most 31
 
 
 @pytest.mark.parametrize(("line", "owner"), [

@@ -65,11 +65,14 @@ class SetupError(AgentError):
 #: The template unit's file, whose instances are ghost-agent@<site>.service.
 TEMPLATE_UNIT = "ghost-agent@.service"
 #: A site's name as an instance: a systemd instance name and, as ghost-agent-<site>, a user
-#: name (at most 32 characters): lowercase letters, digits and inner dashes, 1 to 20 of them.
-_SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
+#: name (at most 31 characters: systemd-sysusers refuses longer ones, utmp's limit): lowercase
+#: letters, digits and inner dashes, 1 to 19 of them.
+_SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,17}[a-z0-9])?")
 #: Names an instance cannot take: the single-site agent's config (agent.toml) and what it
-#: keeps in /var/lib/ghost-agent, which holds the instances' state directories.
-RESERVED_SITES = frozenset({"agent", "cache", "releases", "slack-spool", "tmp"})
+#: keeps in /var/lib/ghost-agent, which holds the instances' state directories; and fleet,
+#: whose user ghost-agent-fleet runs the morning report (packaging/ansible).
+RESERVED_SITES = frozenset({"agent", "cache", "fleet", "fleet-last-run", "releases",
+                            "slack-spool", "tmp"})
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,12 @@ class Service:
     def instance(cls, site: str) -> Service:
         """The instance for `site`; SetupError (one line) when it cannot be an instance name."""
         if not _SITE.fullmatch(site):
-            raise SetupError(f"--instance {site!r}: expected 1 to 20 lowercase letters, digits "
+            raise SetupError(f"--instance {site!r}: expected 1 to 19 lowercase letters, digits "
                              "or dashes, not starting or ending with a dash (a systemd instance "
                              f"name, and the user {USER}-<site>)")
         if site in RESERVED_SITES:
-            raise SetupError(f"--instance {site}: reserved (the single-site agent's "
-                             f"{'config' if site == 'agent' else 'state'} uses that name)")
+            raise SetupError(f"--instance {site}: reserved (the single-site agent's config or "
+                             "state, or the fleet report's user, uses that name)")
         return cls(site)
 
     @property
