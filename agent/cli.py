@@ -209,7 +209,10 @@ def _fleet(args: argparse.Namespace) -> int:
     from agent.fleet_render import render_txt
 
     path = config_path(args.config)
-    config = load_config(path) if args.config or path.exists() else None
+    named = args.config or os.environ.get("GHOST_AGENT_CONFIG")
+    # A host's own agent.toml (root:ghost-agent 640) is not for the fleet report's user:
+    # unnamed and unreadable, it is not this command's config.
+    config = load_config(path) if named or os.access(path, os.R_OK) else None
     fleet = (config.fleet if config and config.fleet else None) or FleetConfig()
     if args.sites:
         fleet = dataclasses.replace(fleet, sites=(), sites_file=Path(args.sites).resolve())

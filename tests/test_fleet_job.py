@@ -9,13 +9,16 @@ exists, and at the first of two, with its hour of lateness counted in real time.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from agent import fleet_job
 from agent.config import FleetConfig
 from agent.fleet_job import DailyReport
+from tests.test_fleet import web  # noqa: F401, F811 - a fixture
 
 UTC = timezone.utc
 
@@ -115,3 +118,25 @@ def test_the_report_keeps_the_lists_order_whatever_the_fetch_order(tmp_path, mon
     summary = fleet_job.run_report(config, now=NOW)
     assert fetched == [["https://b", "https://a"]]
     assert summary["groups"][0]["newest_version"] == "1-3-22"
+
+
+def test_fleet_leaves_a_host_agent_toml_it_cannot_read_alone(tmp_path, monkeypatch, web):  # noqa: F811
+    """The report's user on a control host where the .deb installed /etc/ghost-agent/
+    agent.toml (root:ghost-agent 640): not named, unreadable, it is not the fleet's config.
+    (Readability is the one thing made up here: the tests may run as root, who reads all.)"""
+    from agent import cli
+    from tests.test_fleet import site_doc
+
+    host_config = tmp_path / "agent.toml"
+    host_config.write_text("this is the host's agent, not the fleet's [")
+    monkeypatch.delenv("GHOST_AGENT_CONFIG", raising=False)
+    monkeypatch.setattr(cli, "config_path", lambda named: Path(named) if named else host_config)
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False if Path(path) == host_config
+                        else real_access(path, mode))
+    sites = tmp_path / "sites"
+    sites.write_text(web.json_site("a", site_doc("a", "1.3.22")) + "\n")
+    assert cli.main(["fleet", "--sites", str(sites), "--out", str(tmp_path / "out")]) in (0, 1)
+    assert (tmp_path / "out" / "ci-cd.json").is_file()
+    # named, the same file is read (and its error said)
+    assert cli.main(["fleet", "--config", str(host_config), "--sites", str(sites)]) == 78
