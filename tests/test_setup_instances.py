@@ -32,8 +32,9 @@ def site_config(tmp_path: Path, site: str, extra: str = "") -> Path:
     """/etc/ghost-agent/<site>.toml as it would be, in tmp_path."""
     path = tmp_path / "etc-ghost-agent" / f"{site}.toml"
     path.parent.mkdir(exist_ok=True)
+    port = 2368 + sum(map(ord, site)) % 1000  # each site's Ghost listens on a port of its own
     text = (MINIMAL_CONFIG.replace("dev1", site).replace("/var/www/ghost", f"/var/www/{site}")
-            + extra)
+            .replace("[site]\n", f'[site]\nlocal_url = "http://127.0.0.1:{port}"\n', 1) + extra)
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -361,3 +362,39 @@ def test_ghost_agentctl_without_instance_is_the_single_site_agent(ctl) -> None:
 def test_ghost_agentctl_refuses_a_bad_instance_or_no_command(ctl, argv) -> None:
     code, args, err = ctl(*argv)
     assert code == 64 and args == [] and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(("what", "dev2_extra"), [
+    ("[site] local_url", 'local_url = "http://127.0.0.1:2368"'),
+    ("[ghost] unit", 'unit = "ghost_dev1-website-com"'),
+    ("[deploy] path", 'path = "/var/www/dev1/content/themes/acme"'),
+])
+def test_what_another_instance_holds_is_refused(tmp_path: Path, root: Path, what: str,
+                                                dev2_extra: str) -> None:
+    """Two agents must not restart one Ghost, write one theme or check each other's site."""
+    dev1 = site_config(tmp_path, "dev1").read_text()
+    key = dev2_extra.split(" = ")[0]
+    (tmp_path / "etc-ghost-agent" / "dev1.toml").write_text(
+        re.sub(rf"^{key} = .*$", dev2_extra, dev1, count=1, flags=re.M) if key in dev1
+        else dev1.replace("[site]\n", f"[site]\n{dev2_extra}\n", 1))
+    assert instance("dev1", tmp_path / "etc-ghost-agent" / "dev1.toml", root)[0] == ExitCode.OK
+    dev2 = site_config(tmp_path, "dev2").read_text()
+    section = {"[site] local_url": "[site]", "[ghost] unit": "[ghost]",
+               "[deploy] path": "[deploy]"}[what]
+    dev2 = re.sub(rf"^{key} = .*$", "", dev2, flags=re.M)
+    path = tmp_path / "etc-ghost-agent" / "dev2.toml"
+    path.write_text(dev2.replace(f"{section}\n", f"{section}\n{dev2_extra}\n", 1))
+    code, out, err = instance("dev2", path, root)
+    assert code == ExitCode.FAILED, out
+    assert err.count("\n") == 1 and f"--instance dev2: {what} " in err, err
+    assert "is instance dev1's too" in err
+    assert not (root / "etc/systemd/system/ghost-agent@dev2.service.d").exists()
+
+
+def test_a_webhook_port_of_another_instance_is_refused(tmp_path: Path, root: Path) -> None:
+    hook = '\n[webhook]\nsecret = "0123456789abcdef0123"\n'
+    assert instance("dev1", site_config(tmp_path, "dev1", hook), root)[0] == ExitCode.OK
+    code, _, err = instance("dev2", site_config(tmp_path, "dev2", hook), root)
+    assert code == ExitCode.FAILED and "[webhook] listen 127.0.0.1:9302 is instance dev1's" in err
+    other_port = hook + 'listen = "127.0.0.1:9303"\n'
+    assert instance("dev2", site_config(tmp_path, "dev2", other_port), root)[0] == ExitCode.OK

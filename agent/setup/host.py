@@ -104,3 +104,24 @@ def group_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def other_instances(root: Path, service: Service) -> list[tuple[str, Path]]:
+    """(site, its config file) of every instance set up on the host (a drop-in of
+    ghost-agent@<site>.service under root) but `service`'s. The config is the drop-in's
+    GHOST_AGENT_CONFIG when it names one, else /etc/ghost-agent/<site>.toml."""
+    found = []
+    for dropin in sorted(under_root(root, Path("/etc/systemd/system")).glob(
+            "ghost-agent@*.service.d/50-setup.conf")):
+        site = dropin.parent.name.removeprefix("ghost-agent@").removesuffix(".service.d")
+        if site == service.site:
+            continue
+        config = Service(site).default_config
+        try:
+            for line in dropin.read_text(encoding="utf-8").splitlines():
+                if line.startswith("Environment=GHOST_AGENT_CONFIG="):
+                    config = Path(line.split("=", 2)[2].strip())
+        except (OSError, UnicodeDecodeError):
+            continue
+        found.append((site, config))
+    return found
