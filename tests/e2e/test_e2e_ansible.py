@@ -338,6 +338,24 @@ def test_branch_is_the_hosts_flag(lab: dict[str, Any]) -> None:
         assert BRANCH in r.stdout
 
 
+def test_a_password_in_a_remote_is_refused_before_anything_changes(lab: dict[str, Any]
+                                                                   ) -> None:
+    """The config is world-readable and shown by --diff: a token in an https remote must go
+    to secrets.git-credentials instead; the role stops at its checks."""
+    g, controller, work = lab["g"], lab["controller"], lab["work"]
+    before = sha(g, "/etc/ghost-agent/shop.toml")
+    inventory = write_inventory(work / "inventory-token.yml", controller, lab["wheels"])
+    text = inventory.read_text().replace(f'"remote": "{REMOTE}"',
+                                         '"remote": "https://ops:s3cretT0ken@git.example/x.git"',
+                                         1)
+    inventory.write_text(text)
+    run = controller.playbook(ANSIBLE_DIR / "site.yml", inventory)
+    assert run.rc != 0 and "nor a password in git.remote" in run.output, run.explain()
+    assert "s3cretT0ken" not in run.output
+    assert run.recap[HOST]["changed"] == 0
+    assert sha(g, "/etc/ghost-agent/shop.toml") == before
+
+
 # --------------------------------------------------------------------------- the .deb way
 
 
