@@ -439,10 +439,15 @@ def _git_remote(git: _Table, inline: list[str]) -> None:
 def _state_dir_default(agent: _Table) -> None:
     """Without [agent] state_dir, the service's own directory when systemd names one
     ($STATE_DIRECTORY, from StateDirectory=; the first of several): an instance
-    ghost-agent@<site> keeps its lock and history in /var/lib/ghost-agent/<site>."""
+    ghost-agent@<site> keeps its lock and history in /var/lib/ghost-agent/<site>. Only a
+    directory of ghost-agent's: a command started by some other unit keeps the default (and
+    so the service's lock)."""
     given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    ours = Path("/var/lib/ghost-agent")  # [agent] state_dir's default (agent/config.py)
     if not agent.has("state_dir") and given and Path(given).is_absolute():
-        agent["state_dir"] = Path(os.path.normpath(given))
+        path = Path(os.path.normpath(given))
+        if path == ours or ours in path.parents:
+            agent["state_dir"] = path
 
 
 def _deploy_paths(deploy: _Table, agent: _Table) -> None:

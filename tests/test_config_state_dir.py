@@ -41,8 +41,11 @@ def test_the_first_of_several_state_directories_is_taken(config, monkeypatch) ->
     assert load_config(config()).agent.state_dir == Path("/var/lib/ghost-agent/dev1")
 
 
-@pytest.mark.parametrize("value", ["", "relative/dir"])
-def test_an_empty_or_relative_one_is_ignored(config, monkeypatch, value: str) -> None:
+@pytest.mark.parametrize("value", ["", "relative/dir", "/var/lib/backup-job",
+                                   "/var/lib/ghost-agent-other"])
+def test_one_not_of_ghost_agent_is_ignored(config, monkeypatch, value: str) -> None:
+    """Empty, relative, or another unit's (a command started by a backup job's unit must
+    keep the service's state and lock)."""
     monkeypatch.setenv("STATE_DIRECTORY", value)
     assert load_config(config()).agent.state_dir == Path("/var/lib/ghost-agent")
 

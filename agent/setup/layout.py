@@ -117,22 +117,27 @@ class Service:
 
     @property
     def pip_unit_path(self) -> Path:
+        """Where setup writes unit_file for a pip install (/etc/systemd/system)."""
         return Path("/etc/systemd/system") / self.unit_file
 
     @property
     def dropin_path(self) -> Path:
+        """setup's drop-in: the paths it may write, the config it reads."""
         return Path("/etc/systemd/system") / f"{self.unit}.d" / "50-setup.conf"
 
     @property
     def polkit_path(self) -> Path:
+        """The rule that lets its user restart its Ghost unit and nothing else."""
         return Path("/etc/polkit-1/rules.d") / f"10-{self.user}.rules"
 
     @property
     def sysusers_path(self) -> Path:
+        """Its user and the user's groups (systemd-sysusers)."""
         return Path("/etc/sysusers.d") / f"{self.user}.conf"
 
     @property
     def nginx_path(self) -> Path:
+        """The nginx snippet serving its ci-cd files uncached (and its webhook)."""
         name = "ghost-agent" if self.site is None else f"ghost-agent-{self.site}"
         return NGINX_DIR / "snippets" / f"{name}-ci-cd.conf"
 
@@ -143,6 +148,7 @@ class Service:
 
     @property
     def cache_dir(self) -> Path:
+        """CacheDirectory=: /var/cache/ghost-agent[/<site>]."""
         return CACHE_DIR if self.site is None else CACHE_DIR / self.site
 
     @property

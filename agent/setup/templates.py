@@ -345,9 +345,9 @@ default_config={default_config}
 if [ "${{1:-}}" = "--instance" ]; then
     site=${{2:-}}
     case $site in
-        "" | -* | *- | *[!a-z0-9-]*)
+        "" | -* | *- | *[!a-z0-9-]* | ????????????????????*)  # 20 or more: not a site's
             echo "ghost-agentctl: --instance '$site': expected a site's instance name" \\
-                "(lowercase letters, digits and dashes, as in ghost-agent@SITE)" >&2
+                "(1 to 19 lowercase letters, digits and dashes, as in ghost-agent@SITE)" >&2
             exit 64;;
     esac
     shift 2
