@@ -233,21 +233,27 @@ def _fleet(args: argparse.Namespace) -> int:
 def _load_as_the_service_would(args: argparse.Namespace):
     """(config path, Config) of the command's site as its service sees them: run by root
     outside the service (check-config, status), the secrets the unit passes as systemd
-    credentials come from /etc/credstore; for --instance SITE, the instance's config,
-    credentials and state directory (its StateDirectory=, the default [agent] state_dir).
-    Raises ConfigError (78), SetupError (1) for a bad instance name."""
-    site = getattr(args, "instance", None)
-    if site is None:
-        path = config_path(args.config)
-        if os.geteuid() != 0 or os.environ.get("CREDENTIALS_DIRECTORY"):
-            return path, load_config(path)
-    from agent.setup import credstore_view, service_view
+    credentials come from /etc/credstore. Raises ConfigError (78)."""
+    if getattr(args, "instance", None) is not None:
+        return _load_instance(args, args.instance)
+    path = config_path(args.config)
+    if os.geteuid() != 0 or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return path, load_config(path)
+    from agent.setup import credstore_view
+
+    with credstore_view():
+        return path, load_config(path)
+
+
+def _load_instance(args: argparse.Namespace, site: str):
+    """As _load_as_the_service_would, for --instance SITE: the instance's config (default
+    /etc/ghost-agent/SITE.toml), credentials and state directory (its StateDirectory=, the
+    default [agent] state_dir). Raises UsageError (2) inside a service (its credentials are
+    another site's) and as root for a command that writes the state; ConfigError (78)."""
+    from agent.setup import service_view
     from agent.setup.layout import Service
 
-    if site is None:
-        with credstore_view():
-            return path, load_config(path)
-    if os.environ.get("CREDENTIALS_DIRECTORY"):  # inside a service: its own site only
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
         raise UsageError(f"--instance {site}: not inside a service, which has its own site's "
                          "config and credentials (ghost-agentctl --instance SITE COMMAND)")
     if os.geteuid() == 0 and args.command in _WRITES_STATE:
