@@ -314,6 +314,37 @@ class GhostKit:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
+    def lay_out_site(self, www: Path, name: str, *, url: str, port: int, footer: str) -> None:
+        """Site `name` laid out as Ghost-CLI does, on the host at www/<name>, for a guest that
+        mounts `www` on /var/www (its config names /var/www paths): the database of the
+        first boot, the test theme installed by hand (with `footer`) and active."""
+        laid = write_site(www / name, self.ghost_dir, url=url, port=port, theme_name=THEME)
+        laid["config"].write_text(laid["config"].read_text().replace(str(www), "/var/www"))
+        shutil.copy2(self.template_db, laid["db"])
+        self.write_theme(laid["theme_dir"], footer)
+        activate_theme(laid["db"], THEME)
+
+
+def own_content_as_ghost(guest: Guest, content: str) -> None:
+    """Ghost-CLI's ownership of a site's content: ghost:ghost, directories 775, files 664."""
+    guest.run(["chown", "-R", f"{GHOST_USER}:{GHOST_USER}", content])
+    guest.run(["find", content, "-type", "d", "-exec", "chmod", "775", "{}", "+"])
+    guest.run(["find", content, "-type", "f", "-exec", "chmod", "664", "{}", "+"])
+
+
+def push_theme(guest: Guest, kit: GhostKit, work: Path, footer: str, message: str,
+               branch: str) -> str:
+    """Commit the test theme with `footer` in the clone `work` (a host path the guest sees at
+    the same path) and push it to its origin's `branch` from inside the guest (the remote is
+    on the guest's network); returns the commit."""
+    kit.write_theme(work, footer)
+    git = ["git", "-C", str(work)]
+    guest.run([*git, "add", "-A"])
+    guest.run([*git, "-c", "user.name=ops", "-c", "user.email=ops@example.com", "commit", "-q",
+               "-m", message])
+    guest.run([*git, "push", "-q", "origin", f"HEAD:{branch}"])
+    return guest.run([*git, "rev-parse", "HEAD"]).stdout.strip()
+
 
 def make_ghost_kit(workdir: Path, major: str = "5") -> GhostKit:
     """Build (or reuse) Ghost `major`, boot it once outside systemd in a private network to
@@ -711,11 +742,7 @@ class Site:
             self.admin_key = add_staff_token(paths["db"])
         elif self.settings.get("admin_key"):
             self.admin_key = add_custom_integration(paths["db"], "ghost-deploy-agent")
-        # Ghost-CLI's ownership: content belongs to ghost:ghost, directories 775, files 664.
-        content = str(self.site["content"])
-        self.g.run(["chown", "-R", f"{GHOST_USER}:{GHOST_USER}", content])
-        self.g.run(["find", content, "-type", "d", "-exec", "chmod", "775", "{}", "+"])
-        self.g.run(["find", content, "-type", "f", "-exec", "chmod", "664", "{}", "+"])
+        own_content_as_ghost(self.g, str(self.site["content"]))
 
     def footer(self, n: int | str) -> str:
         return f"{self.name} footer {n}"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.agent_host import THEME, GhostKit
-from tests.e2e.ghost import activate_theme, ghost_unit, write_site
+from tests.e2e.agent_host import GhostKit, own_content_as_ghost, push_theme
+from tests.e2e.ghost import ghost_unit
 from tests.e2e.guest import Guest
 from tests.e2e.test_install import SLACK_STUB, wait_for  # noqa: F401 - wait_for: re-exported
 
@@ -101,12 +101,8 @@ def prepare_server(g: Guest, sites: list[SiteSpec], host_dir: Path, kit: GhostKi
     www, work = host_dir / "www", host_dir / "git-work"
     _server.update(kit=kit, work=work)
     for site in sites:
-        laid = write_site(www / site.name, kit.ghost_dir, url=site.url, port=site.port,
-                          theme_name=THEME)
-        laid["config"].write_text(laid["config"].read_text().replace(str(www), "/var/www"))
-        shutil.copy2(kit.template_db, laid["db"])
-        kit.write_theme(laid["theme_dir"], f"{site.name}: installed by hand")
-        activate_theme(laid["db"], THEME)
+        kit.lay_out_site(www, site.name, url=site.url, port=site.port,
+                         footer=f"{site.name}: installed by hand")
     sh(g, f"""set -e
         rm -f /usr/sbin/policy-rc.d
         mount --make-rshared /
@@ -121,10 +117,7 @@ def prepare_server(g: Guest, sites: list[SiteSpec], host_dir: Path, kit: GhostKi
         git -C {work} remote add origin {REMOTE}""")
     g.write_file("/opt/e2e/slack_stub.py", SLACK_STUB)
     for site in sites:
-        sh(g, f"""set -e
-            chown -R ghost:ghost {site.content}
-            find {site.content} -type d -exec chmod 775 {{}} +
-            find {site.content} -type f -exec chmod 664 {{}} +""")
+        own_content_as_ghost(g, site.content)
         g.install_unit(site.ghost_unit, ghost_unit(site.name, kit.ghost_dir,
                                                    Path(f"/var/www/{site.name}"), user="ghost"))
     g.install_unit("slack-stub.service", textwrap.dedent(f"""\
@@ -149,14 +142,7 @@ def prepare_server(g: Guest, sites: list[SiteSpec], host_dir: Path, kit: GhostKi
 
 def push_release(g: Guest, text: str) -> str:
     """Commit the test theme whose footer says `text` on dev1, push it; return the commit."""
-    work = _server["work"]
-    _server["kit"].write_theme(work, text)
-    sh(g, f"""set -e
-        cd {work}
-        git add -A
-        git -c user.name=ops -c user.email=ops@example.com commit -q -m 'B321 {text}'
-        git push -q origin HEAD:{BRANCH}""")
-    return sh(g, f"git -C {work} rev-parse HEAD").stdout.strip()
+    return push_theme(g, _server["kit"], _server["work"], text, f"B321 {text}", BRANCH)
 
 
 def start_sshd(g: Guest, keys: Path) -> Path:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.agent_host import FOOTER_MARK, THEME, GhostKit, make_ghost_kit
-from tests.e2e.ghost import HTTPS_HEADERS, activate_theme, ghost_unit, write_site
+from tests.e2e.agent_host import FOOTER_MARK, make_ghost_kit, own_content_as_ghost, push_theme
+from tests.e2e.ghost import HTTPS_HEADERS, ghost_unit
 from tests.e2e.guest import Guest, guest_supported
 from tests.e2e.test_install import SLACK_STUB, prop, sh, wait_for, wheels  # noqa: F401
 
@@ -127,15 +127,8 @@ def footer(site: str, text: str) -> str:
 def push(g: Guest, site: str, text: str) -> str:
     """Commit the test theme whose footer says `site: text` on the branch `site`, push it and
     return the commit."""
-    work = _made["work"] / f"work-{site}"
-    kit: GhostKit = _made["kit"]
-    kit.write_theme(work, footer(site, text))
-    sh(g, f"""set -e
-        cd {work}
-        git add -A
-        git -c user.name=ops -c user.email=ops@example.com commit -q -m 'B321 {site} {text}'
-        git push -q origin HEAD:{site}""")
-    return sh(g, f"git -C {work} rev-parse HEAD").stdout.strip()
+    return push_theme(g, _made["kit"], _made["work"] / f"work-{site}", footer(site, text),
+                      f"B321 {site} {text}", site)
 
 
 def as_user(g: Guest, site: str, *argv: str):
@@ -194,18 +187,10 @@ def server(wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
 
 
 def _lay_out_sites(www: Path) -> None:
-    """Each site as Ghost-CLI lays it out, on the host (the guest mounts `www` on /var/www):
-    its config names /var/www paths, a database made by a first boot, the theme installed by
-    hand (the agent adopts it) and active."""
-    kit: GhostKit = _made["kit"]
+    """Each site as Ghost-CLI lays it out (GhostKit.lay_out_site), the agent to adopt it."""
     for site, port in SITES.items():
-        laid = write_site(www / site, kit.ghost_dir, url=f"https://{site}.website.com",
-                          port=port, theme_name=THEME)
-        text = laid["config"].read_text().replace(str(www), "/var/www")
-        laid["config"].write_text(text)
-        shutil.copy2(kit.template_db, laid["db"])
-        kit.write_theme(laid["theme_dir"], footer(site, "installed by hand"))
-        activate_theme(laid["db"], THEME)
+        _made["kit"].lay_out_site(www, site, url=f"https://{site}.website.com", port=port,
+                                  footer=footer(site, "installed by hand"))
 
 
 def _prepare(g: Guest, scratch: Path) -> None:
@@ -226,10 +211,8 @@ def _prepare(g: Guest, scratch: Path) -> None:
         mkdir -p /etc/ghost-agent
         install -d -m 700 /etc/credstore""", timeout=300)
     for site in SITES:
+        own_content_as_ghost(g, f"/var/www/{site}/content")
         sh(g, f"""set -e
-            chown -R ghost:ghost /var/www/{site}/content
-            find /var/www/{site}/content -type d -exec chmod 775 {{}} +
-            find /var/www/{site}/content -type f -exec chmod 664 {{}} +
             git init -q -b {site} {work}/work-{site}
             git -C {work}/work-{site} remote add origin {REMOTE}
             umask 077
