@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TextIO
 
 from agent.config import config_path, load_config
-from agent.errors import AgentError
 from agent.setup import host
 from agent.setup.apply import apply
 from agent.setup.credstore import service_view
@@ -56,8 +55,6 @@ def run_setup(args: argparse.Namespace, out: TextIO | None = None) -> int:
         # [slack] may get its webhook from the credstore; state_dir defaults to the unit's
         with service_view(service, root):
             config = load_config(config_file)
-        if service.site is not None:
-            _refuse_what_another_instance_holds(root, service, config)
     facts = host.look(root, args.exec_path, config, service)
     plan = make_plan(options, config, config_file, facts)
     return apply(plan, options, out)
@@ -69,29 +66,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.cli import main as cli_main  # agent.cli imports this package
 
     return cli_main(["setup", *(sys.argv[1:] if argv is None else argv)])
-
-
-def _refuse_what_another_instance_holds(root: Path, service: Service, config) -> None:
-    """SetupError (one line) when another instance set up on this host has the same Ghost
-    unit, live theme path, Ghost listener or webhook listener: two agents would restart one
-    Ghost, write one theme, check the other's site or fight over one port. A config of
-    another instance that cannot be read is skipped (its own setup and status say why)."""
-    mine = _held(config)
-    for site, path in host.other_instances(root, service):
-        try:
-            with service_view(Service.instance(site), root):
-                theirs = _held(load_config(path))  # as its own setup read it
-        except AgentError:
-            continue
-        for what, value in mine.items():
-            if value is not None and theirs.get(what) == value:
-                raise SetupError(f"--instance {service.site}: {what} {value} is instance "
-                                 f"{site}'s too ({path}): give each site its own")
-
-
-def _held(config) -> dict[str, object]:
-    """What one instance must not share with another (None: not used)."""
-    hook = config.webhook
-    return {"[ghost] unit": config.ghost.unit, "[deploy] path": str(config.deploy.path),
-            "[site] local_url": config.site.local_url,
-            "[webhook] listen": f"{hook.listen_host}:{hook.listen_port}" if hook else None}

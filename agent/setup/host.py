@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.setup.layout import (JOURNAL_GROUP, NGINX_DIR, SINGLE, Service, under_root,
-                                writable_paths)
+from agent.setup.layout import (JOURNAL_GROUP, NGINX_DIR, SINGLE, Service, held_by,
+                                under_root, writable_paths)
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -32,6 +32,8 @@ class Host:
     interpreters: tuple[Path, ...] = ()  # exec_path's #! interpreter, and where it leads
     dirs: frozenset[Path] = frozenset()  # those of the config's writable paths that exist
     single_site: bool = False  # ghost-agent.service's drop-in exists (setup ran for it)
+    #: (site, config file, layout.held_by of its config) of the other instances set up here
+    others: tuple[tuple[str, Path, dict], ...] = ()
 
 
 def look(root: Path, exec_path: str | None, config: Config | None,
@@ -47,7 +49,8 @@ def look(root: Path, exec_path: str | None, config: Config | None,
                 exec_path=exec_path,
                 interpreters=_interpreters(exec_path, root) if exec_path else (),
                 dirs=dirs,
-                single_site=under_root(root, SINGLE.dropin_path).exists())
+                single_site=under_root(root, SINGLE.dropin_path).exists(),
+                others=_others_held(root, service) if service.site is not None else ())
 
 
 def find_exec() -> str | None:
@@ -104,6 +107,23 @@ def group_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _others_held(root: Path, service: Service) -> tuple[tuple[str, Path, dict], ...]:
+    """What the other instances' configs hold (layout.held_by), each read as its own setup
+    reads it; one that cannot be read is left out (its own setup and status say why)."""
+    from agent.config import load_config
+    from agent.errors import AgentError
+    from agent.setup.credstore import service_view
+
+    held = []
+    for site, path in other_instances(root, service):
+        try:
+            with service_view(Service.instance(site), root):
+                held.append((site, path, held_by(load_config(path))))
+        except AgentError:
+            continue
+    return tuple(held)
 
 
 def other_instances(root: Path, service: Service) -> list[tuple[str, Path]]:

@@ -201,3 +201,13 @@ def writable_paths(config: Config, service: Service = SINGLE) -> list[tuple[Path
     # a later path may contain an earlier one: keep the outer one only
     return [(p, w) for p, w in chosen
             if not any(p != q and p.is_relative_to(q) for q, _ in chosen)]
+
+
+def held_by(config: Config) -> dict[str, str | None]:
+    """What an instance must not share with another on the host, by config key (None: not
+    used): two agents would restart one Ghost, write one theme, check the other's site, or
+    one webhook listener would never bind."""
+    hook = config.webhook
+    return {"[ghost] unit": config.ghost.unit, "[deploy] path": str(config.deploy.path),
+            "[site] local_url": config.site.local_url,
+            "[webhook] listen": f"{hook.listen_host}:{hook.listen_port}" if hook else None}

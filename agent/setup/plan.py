@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from agent.setup.host import Host
 from agent.setup.layout import (DEFAULT_GHOST_GROUP, NGINX_DIR, PIP_CTL_PATH, RESERVED_SITES,
-                                SINGLE, STATE_DIR, Service, SetupError, hidden_by,
+                                SINGLE, STATE_DIR, Service, SetupError, held_by, hidden_by,
                                 writable_paths)
 from agent.setup.templates import (render_ctl, render_dropin, render_nginx_snippet,
                                    render_polkit_rule, render_sysusers, render_unit)
@@ -91,6 +91,7 @@ def make_plan(options: Options, config: Config | None, config_file: Path | None,
             raise SetupError("a config is needed (or --unit-only)")
         if service.site is not None:
             _check_instance_paths(config, config_file, service)
+            _check_not_held_by_others(config, service, host.others)
             if host.single_site:
                 plan.notes.append(
                     f"warning: {SINGLE.unit} is set up on this host too; its state directory "
@@ -137,6 +138,17 @@ def _check_instance_paths(config: Config, config_file: Path, service: Service) -
         raise SetupError(f"{config_file}: {key} = {value} is in {owner} state; instance "
                          f"{service.site} keeps its own in {service.state_dir}: leave "
                          f"{key.split()[1]} out (or put it outside {STATE_DIR})")
+
+
+def _check_not_held_by_others(config: Config, service: Service,
+                              others: tuple[tuple[str, Path, dict], ...]) -> None:
+    """SetupError (one line) when another instance on the host holds the same Ghost unit,
+    theme path, Ghost listener or webhook listener (layout.held_by)."""
+    for what, value in held_by(config).items():
+        for site, path, theirs in others:
+            if value is not None and theirs.get(what) == value:
+                raise SetupError(f"--instance {service.site}: {what} {value} is instance "
+                                 f"{site}'s too ({path}): give each site its own")
 
 
 def _check_exec(exec_path: str, interpreters: tuple[Path, ...]) -> None:
