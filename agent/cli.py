@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--sites", metavar="FILE", help="site URLs, one a line ([fleet] sites_file)")
     fleet.add_argument("--out", metavar="DIR", help="write ci-cd.txt/.html/.json here "
                                                      "([fleet] out_dir)")
+    fleet.add_argument("--processes", metavar="N", type=_processes,
+                       help="processes that read the sites, 1-64 ([fleet] processes; default: "
+                            "one per CPU, one per 250 sites at most)")
     fleet.add_argument("--slack", action="store_true", help="post the summary to [slack]")
     fleet.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo = command("demo", "the main job in a throwaway sandbox (no root, no network)",
@@ -198,6 +201,13 @@ def _check_commits(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _processes(value: str) -> int:
+    """--processes: a whole number from 1 to 64 (argparse reports anything else in one line)."""
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, not {value!r}")
+    return int(value)
+
+
 def _fleet(args: argparse.Namespace) -> int:
     """Works with a config ([fleet], [slack]) or, on a machine without one, with flags only."""
     import dataclasses
@@ -218,6 +228,8 @@ def _fleet(args: argparse.Namespace) -> int:
         fleet = dataclasses.replace(fleet, sites=(), sites_file=Path(args.sites).resolve())
     if args.out:
         fleet = dataclasses.replace(fleet, out_dir=Path(args.out).resolve())
+    if args.processes:
+        fleet = dataclasses.replace(fleet, processes=args.processes)
     if args.slack:
         if not (config and config.slack):
             raise ConfigError([f"{path}: --slack needs a [slack] table"])

@@ -244,6 +244,8 @@ class FleetConfig:
     timezone: str | None = key(v.timezone, "IANA name for at; default: the host's zone",
                                default=None, example="Europe/Paris")
     timeout_seconds: float = key(v.seconds, "limit for reading one site", default=10)
+    processes: int = key(v.whole(0, 64), "processes that read the sites; 0: one per CPU, "
+                         "one per 250 sites at most", default=0)
     slack: bool = key(v.boolean, "post one summary to [slack]", default=False)
     report_url: str | None = key(v.base_url, "optional; where the report is public (Slack "
                                  "links to it)", default=None, example="https://fleet.website.com")

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from agent.config import FleetConfig
 from agent.fleet import NEEDS_A_LOOK, load_previous, summarize, summarize_site
-from agent.fleet_fetch import fetch_each
+from agent.fleet_shards import fetch_sharded, process_count
 from agent.fleet_render import slack_summary, write_report
 from agent.fleet_sites import read_sites
 from agent.notifiers import Notifier
@@ -32,7 +32,10 @@ def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None 
     # the report for its whole timeout after the rest, so last time's slowest go first
     order = slowest_first(urls, previous)
     # each document is reduced to its line of the report as soon as it is read
-    fetched = fetch_each([urls[i] for i in order], config.timeout_seconds, summarize_site)
+    processes = process_count(len(urls), config.processes)
+    # (of each document only its head: the keys before "deploys" and its newest record)
+    fetched = fetch_sharded([urls[i] for i in order], config.timeout_seconds, summarize_site,
+                            processes=processes, head_only=True)
     sites: list = [None] * len(urls)
     for i, site in zip(order, fetched, strict=True):
         sites[i] = site  # back in the list's order: the report does not depend on timing
@@ -42,7 +45,8 @@ def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None 
     if config.slack and notifier is not None:
         notifier.send(slack_summary(summary, report_url), "fleet report")
     totals = summary.get("totals", {})
-    log.info("fleet report: %d sites; %s", len(urls),
+    log.info("fleet report: %d sites, read by %d process%s; %s", len(urls), processes,
+             "" if processes == 1 else "es",
              ", ".join(f"{k} {v}" for k, v in totals.items() if v) or "nothing to say")
     return summary
 

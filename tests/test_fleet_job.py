@@ -104,11 +104,11 @@ def test_the_report_keeps_the_lists_order_whatever_the_fetch_order(tmp_path, mon
     docs = {"https://a": site_doc("a", "1-3-22"), "https://b": site_doc("b", "1.3.22")}
     fetched: list[list[str]] = []
 
-    def fetch_each(urls, timeout, digest):
+    def fetch_sharded(urls, timeout, digest, *, processes, head_only):
         fetched.append(list(urls))
         return [digest(SiteAnswer(url, docs[url], None, 5)) for url in urls]
 
-    monkeypatch.setattr(fleet_job, "fetch_each", fetch_each)
+    monkeypatch.setattr(fleet_job, "fetch_sharded", fetch_sharded)
     out = tmp_path / "out"
     out.mkdir()
     previous = fleet.summarize([SiteAnswer("https://a", docs["https://a"], None, 5),

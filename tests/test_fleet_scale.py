@@ -176,3 +176,22 @@ def _one_connection_session():
     for prefix in ("http://", "https://"):
         session.mount(prefix, fleet_fetch.DeadlineAdapter(pool_connections=1, pool_maxsize=1))
     return session
+
+
+def test_the_report_reads_each_site_up_to_its_newest_record(web, tmp_path):
+    """Only a site's newest deploy record is news: an odd record further back, or a history
+    cut off mid-way, does not make the site a bad answer (nor is it paid for)."""
+    doc = site_doc("a", "1.3.22")
+    doc["deploys"] += [record("1.3.21", sha(9000 + n), finished=NOW - timedelta(days=n + 1))
+                       for n in range(300)]
+    odd = {**doc, "site": "odd-record", "deploys": [*doc["deploys"][:5], "oops",
+                                                     *doc["deploys"][5:]]}
+    whole = json.dumps({**doc, "site": "cut-off"})
+    cut_off = whole[: whole.index('"deploys"') + 2000].encode()
+    urls = [web.json_site("odd", odd),
+            web.site("cut", lambda h: send(h, 200, cut_off, "application/json"))]
+    summary = run_report(FleetConfig(sites=tuple(urls)), now=NOW)
+    sites = {s["site"]: s for g in summary["groups"] for s in g["sites"]}
+    assert {name: s["state"] for name, s in sites.items()} == {"odd-record": "updated",
+                                                               "cut-off": "updated"}
+    assert sites["cut-off"]["version"] == "1.3.22"

@@ -77,7 +77,9 @@ def write_inventory(path: Path, controller: Controller, wheels: Path,
                                         "hosts": {}}}},
         }},
         "fleet_control": {"hosts": {HOST: {"ghost_agent_pip_wheels": str(wheels),
-                                           "ghost_agent_fleet_out_dir": FLEET_OUT}}},
+                                           "ghost_agent_fleet_out_dir": FLEET_OUT,
+                                           # two reading processes, under the unit's sandbox
+                                           "ghost_agent_fleet_processes": 2}}},
     }}}
     path.write_text(json.dumps(inventory, indent=2) + "\n")
     return path
@@ -323,6 +325,10 @@ def test_fleet_play_installs_the_morning_report(lab: dict[str, Any]) -> None:
     text = json.dumps(report)
     for site in SITES:
         assert site.name in text, text[:2000]
+    # read by a second process too (PrivateDevices, SystemCallFilter...): nothing fell back
+    journal = g.journal("ghost-agent-fleet.service")
+    assert f"fleet report: {len(SITES)} sites, read by 2 processes" in journal, journal
+    assert "reading process" not in journal, journal
     again = controller.playbook(ANSIBLE_DIR / "fleet.yml", lab["inventory"])
     assert again.rc == 0 and again.recap[HOST]["changed"] == 0, \
         "\n".join(again.changed_tasks()) + again.explain()

@@ -1,0 +1,127 @@
+"""agent.fleet_shards: a long site list read by several processes (real spawned
+interpreters, real HTTP servers on 127.0.0.1) gives the answers one process gives, in the
+list's order; a reading process that dies or cannot start costs time, never a site."""
+
+# ruff: noqa: F401, F811 - the fixture `web` of test_fleet is imported to be a test argument
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from agent import cli, fleet_shards
+from agent.config import FleetConfig
+from agent.fleet import summarize_site
+from agent.fleet_fetch import fetch_each
+from agent.fleet_job import run_report
+from agent.fleet_shards import fetch_sharded, process_count
+from tests.test_fleet import NOW, fleet_of_every_state, site_doc, web
+
+
+def _without_ms(summaries: list) -> list:
+    return [(s.url, s.flag, s.versions, {**s.entry, "ms": None}, s.inputs) for s in summaries]
+
+
+def _sites(web, count: int) -> list[str]:
+    urls, _ = fleet_of_every_state(web)
+    docs = [site_doc(f"s{n}", f"1.3.{n % 23}") for n in range(count)]
+    return urls + [web.json_site(f"n{n}", doc) for n, doc in enumerate(docs)]
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_several_processes_give_the_answers_of_one_in_the_lists_order(web, processes):
+    urls = _sites(web, 40)
+    one = fetch_each(urls, 5, summarize_site, head_only=True)
+    got = fetch_sharded(urls, 5, summarize_site, processes=processes, head_only=True)
+    assert _without_ms(got) == _without_ms(one)
+    assert [s.url for s in got] == urls
+
+
+def report_pid(answer):
+    """A digest that says which process read the site (it must pickle: module level)."""
+    return (answer.url, os.getpid())
+
+
+def test_the_shards_are_read_by_other_processes_and_this_one(web):
+    urls = _sites(web, 9)
+    got = fetch_sharded(urls, 5, report_pid, processes=3)
+    pids = {pid for _, pid in got}
+    assert len(pids) == 3 and os.getpid() in pids
+    # shard k holds sites k, k+3, k+6...: one process each
+    for k in range(3):
+        assert len({pid for _, pid in got[k::3]}) == 1
+
+
+def die_outside_the_test(answer):
+    """Kills the reading process it runs in, unless that is the test's own."""
+    if os.getpid() != int(os.environ["FLEET_TEST_PID"]):
+        os._exit(3)
+    return summarize_site(answer)
+
+
+def test_a_reading_process_that_dies_costs_no_site(web, monkeypatch, caplog):
+    monkeypatch.setenv("FLEET_TEST_PID", str(os.getpid()))
+    urls = _sites(web, 10)
+    with caplog.at_level(logging.WARNING, logger="agent"):
+        got = fetch_sharded(urls, 5, die_outside_the_test, processes=2, head_only=True)
+    assert _without_ms(got) == _without_ms(fetch_each(urls, 5, summarize_site,
+                                                      head_only=True))
+    assert "a reading process failed (BrokenProcessPool)" in caplog.text
+
+
+def test_no_processes_to_be_had_the_report_reads_in_one(web, monkeypatch, caplog):
+    """E.g. a host without /dev/shm, where multiprocessing has no semaphores."""
+    def no_processes(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fleet_shards, "ProcessPoolExecutor", no_processes)
+    urls = _sites(web, 6)
+    with caplog.at_level(logging.WARNING, logger="agent"):
+        got = fetch_sharded(urls, 5, summarize_site, processes=4)
+    assert _without_ms(got) == _without_ms(fetch_each(urls, 5, summarize_site))
+    assert "cannot start 3 reading processes (OSError); reading in one" in caplog.text
+
+
+def test_how_many_processes(monkeypatch):
+    monkeypatch.setattr(fleet_shards, "usable_cpus", lambda: 4)
+    assert process_count(100) == 1  # a small fleet: starting a process costs more
+    assert process_count(600) == 2  # one per 250 sites
+    assert process_count(10_000) == 4  # one per CPU
+    assert process_count(100, wanted=3) == 3  # [fleet] processes decides
+    assert process_count(2, wanted=8) == 2  # never more than the sites
+    assert process_count(0) == 1
+    monkeypatch.setattr(fleet_shards, "usable_cpus", lambda: 1)
+    assert process_count(10_000) == 1
+
+
+def test_usable_cpus_are_this_process_s_affinity():
+    assert fleet_shards.usable_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_the_report_and_the_command_take_the_number_of_processes(web, tmp_path, monkeypatch):
+    seen = []
+
+    def fetch_sharded_spy(urls, timeout, digest, *, processes, head_only):
+        seen.append((processes, head_only))
+        return fetch_sharded(urls, timeout, digest, processes=processes, head_only=head_only)
+
+    monkeypatch.setattr("agent.fleet_job.fetch_sharded", fetch_sharded_spy)
+    urls = _sites(web, 3)
+    summary = run_report(FleetConfig(sites=tuple(urls), processes=2), now=NOW)
+    assert summary["totals"]["sites"] == len(urls)
+    sites = tmp_path / "sites"
+    sites.write_text("\n".join(urls) + "\n")
+    monkeypatch.delenv("GHOST_AGENT_CONFIG", raising=False)
+    monkeypatch.setattr(cli, "config_path", lambda named: tmp_path / "absent.toml")
+    assert cli.main(["fleet", "--sites", str(sites), "--processes", "3"]) == 1  # a site failed
+    assert seen == [(2, True), (3, True)]
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", "-1"])
+def test_the_command_refuses_a_number_of_processes_out_of_range(value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["fleet", "--sites", "/dev/null", "--processes", value])
+    assert stop.value.code == 2
+    assert f"--processes: expected a whole number from 1 to 64, not '{value}'" in \
+        capsys.readouterr().err
