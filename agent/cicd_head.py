@@ -10,7 +10,9 @@ much as its HTTP request).
 
 What is not read is not judged: keys after "deploys" are left out, and so is whatever follows
 the first record, even text that is not JSON. json.loads judges everything before it, in the
-same way and with the same errors.
+same way and with the same errors. A document written otherwise (its keys sorted, say) whose
+"deploys" comes before one of WRITTEN_FIRST is decoded whole, so nothing the report reads is
+missed; of a key written twice before "deploys", the last counts, as for json.loads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 import re
 from typing import Any
 
+# The keys the agent writes before "deploys" (agent.publish.build_document).
+WRITTEN_FIRST = ("schema", "site", "flag", "updated_at", "current", "pending")
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 _decode = json.JSONDecoder().raw_decode
 
@@ -27,7 +31,8 @@ def read_head(body: bytes) -> Any:
     """The JSON document in `body` (UTF-8, -16 or -32, as json.loads takes it), with a
     top-level "deploys" array cut to its first element and the keys after it left out.
 
-    A document that is not an object is decoded whole, as json.loads would. Raises
+    A document that is not an object, or whose "deploys" comes before one of WRITTEN_FIRST,
+    is decoded whole, as json.loads would (its "deploys" then cut the same way). Raises
     json.JSONDecodeError (a ValueError) or UnicodeDecodeError for text json.loads refuses
     before that point, and RecursionError for a value nested too deep."""
     text = body.decode(json.detect_encoding(body), "surrogatepass")
@@ -48,6 +53,8 @@ def read_head(body: bytes) -> Any:
             raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
         pos = _skip(text, pos + 1)
         if key == "deploys" and text.startswith("[", pos):
+            if not all(name in doc for name in WRITTEN_FIRST):
+                return _first_record_only(json.loads(text))
             pos = _skip(text, pos + 1)
             doc[key] = [] if text.startswith("]", pos) else [_decode(text, pos)[0]]
             return doc
@@ -58,6 +65,12 @@ def read_head(body: bytes) -> Any:
         if not text.startswith(",", pos):
             raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
         pos = _skip(text, pos + 1)
+
+
+def _first_record_only(doc: Any) -> Any:
+    if isinstance(doc, dict) and isinstance(doc.get("deploys"), list):
+        doc["deploys"] = doc["deploys"][:1]
+    return doc
 
 
 def _skip(text: str, pos: int) -> int:

@@ -203,7 +203,7 @@ def _check_commits(args: argparse.Namespace) -> int:
 
 def _processes(value: str) -> int:
     """--processes: a whole number from 1 to 64 (argparse reports anything else in one line)."""
-    if not value.isdigit() or not 1 <= int(value) <= 64:
+    if not (value.isascii() and value.isdecimal()) or not 1 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, not {value!r}")
     return int(value)
 

@@ -9,6 +9,7 @@ line in SiteAnswer.error: fetch_all never raises. The URLs come from agent.fleet
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import math
 import re
@@ -173,6 +174,8 @@ def make_session(pool_size: int = 16) -> requests.Session:
 
 def _prepare(session: requests.Session, pool_size: int) -> None:
     session.trust_env = False  # no proxies, .netrc or CA bundles from the environment
+    # no cookies kept: a hostile site's Set-Cookie would fill the jar for the whole session
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     size = max(10, pool_size)
     for prefix in ("https://", "http://"):
         if not isinstance(session.get_adapter(prefix + "example.invalid/"), DeadlineAdapter):
@@ -374,7 +377,7 @@ def _get_body(session: requests.Session, url: str, timeout: float,
         if watch.expired or remaining <= 0:
             raise _Failed(_timed_out(timeout))
         # session.send, not .get: nothing of the session's or the environment's is merged
-        # in (no cookies, auth, proxies), and that merging was a fifth of a fetch's CPU
+        # in (cookies, auth, proxies), and that merging was a fifth of a fetch's CPU
         request = requests.Request("GET", target, headers=_HEADERS).prepare()
         response = session.send(request, timeout=(remaining, remaining), stream=True,
                                 allow_redirects=False, proxies=_NO_PROXIES)

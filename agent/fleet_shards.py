@@ -1,32 +1,34 @@
 """Reading a long site list in several processes, for the fleet report.
 
-Reading one site costs some 2-3 ms of CPU (HTTP, json.loads, the digest), and Python runs one
-thread's code at a time: one process reads about 400 sites a second. A site's deadline starts
-when a worker takes it up, so a slow site late in a long list holds the report for its whole
-timeout after the rest. With more CPUs, the list is split into shards, each read by
-agent.fleet_fetch.fetch_each in a process of its own (multiprocessing's "spawn": a fresh
-interpreter, safe beside the service's threads). Shard k holds sites k, k+n, k+2n, ...: each
-gets its share of the slow ones the caller put first, and this process reads shard 0 itself.
-The answers are the same as one
-fetch_each's, in the order of the list. A shard whose process cannot start or dies is read in
-this process instead, so the report is whole either way.
+Reading one site costs some 2 ms of CPU (HTTP, decoding, the digest), and Python runs one
+thread's code at a time: one process reads about 500 sites a second. A site's deadline
+starts when a worker takes it up, so a slow site late in a long list holds the report for its
+whole timeout after the rest. With more CPUs, the list is split into shards, each read by
+agent.fleet_fetch.fetch_each: shard 0 by this process, every other one by a process of its
+own (multiprocessing's "spawn": a fresh interpreter, safe beside the service's threads),
+which sends its answers back through a pipe. Shard k holds sites k, k+n, k+2n, ...: each gets
+its share of the slow ones the caller put first. The answers are the same as one
+fetch_each's, in the order of the list. A shard whose process cannot start, dies, or
+overruns its time is read in this process instead: the report is whole either way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent import fleet_fetch
 from agent.fleet_fetch import SiteAnswer, fetch_each
 
 log = logging.getLogger("agent")
-SITES_PER_PROCESS = 250  # below this, starting a process (~0.3 s of imports) costs more than
-#                          it saves
+SITES_PER_PROCESS = 250  # fewer a process, and starting it (~0.3 s of imports) costs more
+#                          than it saves
+START_SECONDS = 60  # a reading process's allowance to start, import and send its answers
 T = TypeVar("T")
 
 
@@ -40,8 +42,8 @@ def usable_cpus() -> int:
 
 def process_count(sites: int, wanted: int = 0) -> int:
     """How many processes read `sites` sites: `wanted` ([fleet] processes) when > 0, else one
-    per usable CPU but at most one per SITES_PER_PROCESS sites; never more than the sites,
-    never less than 1."""
+    per usable CPU but at most one per SITES_PER_PROCESS sites (so 2 from 500 sites); never
+    more than the sites, never less than 1."""
     if wanted <= 0:
         wanted = min(usable_cpus(), sites // SITES_PER_PROCESS)
     return max(1, min(wanted, sites))
@@ -50,46 +52,79 @@ def process_count(sites: int, wanted: int = 0) -> int:
 def fetch_sharded(urls: Sequence[str], timeout: float, digest: Callable[[SiteAnswer], T], *,
                   processes: int, head_only: bool = False) -> list[T]:
     """[digest(answer) for each URL] as agent.fleet_fetch.fetch_each gives it (`head_only`
-    is passed on to it), read by
-    `processes` processes (1: in this one). `digest` and what it returns must pickle (a
-    module-level function, plain data). Never raises for what a site or a process does."""
+    is passed on to it), read by `processes` processes (1: this one alone). `digest` and what
+    it returns must pickle (a module-level function, plain data). Never raises for what a
+    site or a reading process does. `timeout`: seconds a site, as for fetch_each."""
     urls = list(urls)
     count = max(1, min(processes, len(urls)))
     if count == 1:
         return fetch_each(urls, timeout, digest, head_only=head_only)
-    shards = [list(range(k, len(urls), count)) for k in range(count)]
-    # the fetches under way stay MAX_WORKERS in all, so the bodies held at once do too
-    workers = max(8, fleet_fetch.MAX_WORKERS // count)
+    shards = [urls[k::count] for k in range(count)]
+    # about MAX_WORKERS fetches under way in all, so about as many bodies held at once
+    workers = max(4, fleet_fetch.MAX_WORKERS // count)
+    started = time.monotonic()
+    readers = [_start(shard, timeout, digest, workers, head_only) for shard in shards[1:]]
+    answers: list[list | None] = [fetch_each(shards[0], timeout, digest, max_workers=workers,
+                                             head_only=head_only)]
+    # a shard's fetches end within its timeout, one round of workers after another
+    deadline = started + START_SECONDS + timeout * math.ceil(len(shards[0]) / workers)
+    answers += [_answers_of(reader, deadline) for reader in readers]
     results: list = [None] * len(urls)
-    read = [False] * count
+    for k, shard in enumerate(shards):
+        got = answers[k]
+        if got is None or len(got) != len(shard):
+            got = fetch_each(shard, timeout, digest, head_only=head_only)
+        results[k::count] = got
+    return results
 
-    def place(k: int, answers: list) -> None:
-        for i, answer in zip(shards[k], answers, strict=True):
-            results[i] = answer
-        read[k] = True
 
+def _read_shard(conn: Any, urls: list[str], timeout: float, digest: Callable, workers: int,
+                head_only: bool) -> None:
+    """A reading process's whole job: its shard's answers, sent back through `conn`."""
+    try:
+        conn.send(fetch_each(urls, timeout, digest, max_workers=workers, head_only=head_only))
+    finally:
+        conn.close()
+
+
+def _start(urls: list[str], timeout: float, digest: Callable, workers: int,
+           head_only: bool) -> tuple[Any, Any] | None:
+    """(process, the pipe's receiving end) of a new reading process, or None."""
     try:
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(count - 1, mp_context=spawn) as pool:
-            futures = {k: pool.submit(fetch_each, [urls[i] for i in shards[k]], timeout,
-                                      digest, max_workers=workers, head_only=head_only)
-                       for k in range(1, count)}
-            # this process reads shard 0 meanwhile: it starts at once, the others once their
-            # interpreter has imported the agent (~0.3 s), and that is one process less
-            place(0, fetch_each([urls[i] for i in shards[0]], timeout, digest,
-                                max_workers=workers, head_only=head_only))
-            for k, future in futures.items():
-                try:
-                    place(k, future.result())
-                except Exception as exc:  # noqa: BLE001 - its process died: read it here
-                    log.warning("fleet report: a reading process failed (%s); its %d sites "
-                                "are read by the report's own", type(exc).__name__,
-                                len(shards[k]))
-    except Exception as exc:  # noqa: BLE001 - no processes here (e.g. no /dev/shm)
-        log.warning("fleet report: cannot start %d reading processes (%s); reading in one",
-                    count - 1, type(exc).__name__)
-    for k, shard in enumerate(shards):
-        if not read[k]:
-            place(k, fetch_each([urls[i] for i in shard], timeout, digest,
-                                head_only=head_only))
-    return results
+        receiver, sender = spawn.Pipe(duplex=False)
+        process = spawn.Process(target=_read_shard, name="ghost-agent fleet reader",
+                                args=(sender, urls, timeout, digest, workers, head_only),
+                                daemon=True)
+        process.start()
+        sender.close()  # the child's end: this process keeps only the other
+        return process, receiver
+    except Exception as exc:  # noqa: BLE001 - e.g. no more processes: read it here
+        log.warning("fleet report: cannot start a reading process (%s); its %d sites are read "
+                    "by the report's own", type(exc).__name__, len(urls))
+        return None
+
+
+def _answers_of(reader: tuple[Any, Any] | None, deadline: float) -> list | None:
+    """The answers a reading process sent by `deadline` (None if none: it could not start,
+    died, sent something else, or overran); the process is gone afterwards."""
+    if reader is None:
+        return None
+    process, receiver = reader
+    try:
+        if receiver.poll(max(0.0, deadline - time.monotonic())):
+            got = receiver.recv()
+            return got if isinstance(got, list) else None
+        log.warning("fleet report: a reading process overran its time; its sites are read "
+                    "by the report's own")
+        return None
+    except Exception as exc:  # noqa: BLE001 - it died (EOFError) or sent garbage
+        log.warning("fleet report: a reading process failed (%s); its sites are read by the "
+                    "report's own", type(exc).__name__)
+        return None
+    finally:
+        receiver.close()
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)

@@ -62,6 +62,8 @@ def build_document(
     order). `extra` keys (e.g. "hold", "quarantine") are merged in; they cannot
     replace the contract's own keys. `now` without a zone is taken as UTC.
     The returned document is a redacted copy: the inputs are not modified.
+    The keys' order is kept in the file and matters: the fleet report decodes a document
+    only up to its first deploys record (agent.cicd_head), so what it reads comes first.
     """
     doc: dict[str, Any] = {
         "schema": SCHEMA,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cicd_head import read_head
+from agent.cicd_head import WRITTEN_FIRST, read_head
 from agent.fleet import summarize_site
 from agent.fleet_fetch import SiteAnswer
 from agent.publish import build_document
@@ -25,6 +25,8 @@ def head_of(doc: object) -> object:
     head = {}
     for key, value in doc.items():
         if key == "deploys" and isinstance(value, list):
+            if not all(name in head for name in WRITTEN_FIRST):  # not the agent's order
+                return {**doc, "deploys": value[:1]}
             head[key] = value[:1]
             break
         head[key] = value
@@ -51,8 +53,13 @@ json_values = st.recursive(
     max_leaves=12)
 documents = st.one_of(
     json_values,
-    st.dictionaries(st.sampled_from(["schema", "site", "flag", "current", "deploys", "x", ""]),
-                    json_values | st.lists(json_values, max_size=5), max_size=7),
+    st.dictionaries(st.sampled_from([*WRITTEN_FIRST, "deploys", "x", ""]),
+                    json_values | st.lists(json_values, max_size=5), max_size=9),
+    # the agent's order: every key it writes first, then deploys, then others
+    st.tuples(st.fixed_dictionaries({k: json_values for k in WRITTEN_FIRST}),
+              st.lists(json_values, max_size=5),
+              st.dictionaries(st.sampled_from(["public_url", "hold", "x"]), json_values))
+    .map(lambda t: {**t[0], "deploys": t[1], **t[2]}),
 )
 
 
@@ -64,13 +71,12 @@ def test_the_head_is_what_json_loads_gives_of_it(doc, indent, ascii_only, encodi
     assert read_head(text.encode(encoding)) == head_of(json.loads(text))
 
 
-def test_a_report_line_from_the_head_is_the_line_from_the_whole_document():
-    """Whatever a site sent, as long as the agent's order (deploys after what is read)."""
+@pytest.mark.parametrize("sort_keys", [False, True], ids=["agent's order", "sorted"])
+def test_a_report_line_from_the_head_is_the_line_from_the_whole_document(sort_keys):
+    """Whatever a site sent, in the agent's order of keys or another."""
     docs = [site_doc("a", "1.3.22"), *fuzzed_docs(300, seed=5)]
     for doc in docs:
-        if isinstance(doc.get("deploys"), list):  # the agent's order: deploys last
-            doc = {**{k: v for k, v in doc.items() if k != "deploys"}, "deploys": doc["deploys"]}
-        body = json.dumps(doc).encode()
+        body = json.dumps(doc, sort_keys=sort_keys).encode()
         whole = summarize_site(SiteAnswer("https://a", json.loads(body), None, 1))
         head = summarize_site(SiteAnswer("https://a", read_head(body), None, 1))
         assert head == whole, doc
@@ -101,9 +107,20 @@ def test_nesting_too_deep_raises_recursion_error_as_json_loads_does():
 
 def test_what_follows_the_first_record_is_not_read():
     """The cost of a long history is not paid, and so it is not judged either."""
-    body = b'{"schema": 1, "deploys": [{"version": "1.3.22"}, this is not JSON'
-    assert read_head(body) == {"schema": 1, "deploys": [{"version": "1.3.22"}]}
-    assert read_head(b'{"deploys": [], "flag": "dev1"}') == {"deploys": []}
+    first = {name: n for n, name in enumerate(WRITTEN_FIRST)}
+    start = json.dumps(first)[:-1]
+    body = f'{start}, "deploys": [{{"version": "1.3.22"}}, this is not JSON'.encode()
+    assert read_head(body) == {**first, "deploys": [{"version": "1.3.22"}]}
+    body = f'{start}, "deploys": [], "public_url": "https://a"}}'.encode()
+    assert read_head(body) == {**first, "deploys": []}
     # deploys that is not an array is read like any other value
     assert read_head(b'{"deploys": {"0": 1}, "flag": "dev1"}') == {"deploys": {"0": 1},
                                                                     "flag": "dev1"}
+
+
+def test_a_document_in_another_order_is_read_whole():
+    """deploys before what the report reads (keys sorted, another tool): all of it is read,
+    and judged."""
+    assert read_head(b'{"deploys": [1, 2], "flag": "dev1"}') == {"deploys": [1], "flag": "dev1"}
+    with pytest.raises(ValueError):
+        read_head(b'{"deploys": [1, 2], "flag": "dev1", oops}')

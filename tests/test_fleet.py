@@ -400,6 +400,26 @@ def test_proxies_from_the_environment_are_ignored(web, monkeypatch):
     session.close()
 
 
+def test_cookies_a_site_sets_are_neither_kept_nor_sent(web):
+    """A hostile site's Set-Cookie would otherwise fill the session's jar for every fetch
+    after it (and be sent back to it)."""
+    body = json.dumps(site_doc("a", "1.3.22")).encode()
+    seen = []
+
+    def cookie_site(h):
+        seen.append(h.headers.get("Cookie"))
+        send(h, 200, body, "application/json",
+             {"Set-Cookie": f"big={'x' * 3000}; Path=/; Max-Age=3600"})
+
+    url = web.site("cookies", cookie_site)
+    session = requests.Session()
+    answers = fetch_all([url, url, url], timeout=5, max_workers=1, session=session)
+    assert [a.error for a in answers] == [None, None, None]
+    assert len(session.cookies) == 0
+    assert seen == [None, None, None]
+    session.close()
+
+
 def test_drip_through_a_passed_session_is_cut_off_too(web):
     slow = web.site("slow", drip(web, interval=0.2))
     with requests.Session() as session:

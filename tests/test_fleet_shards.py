@@ -6,7 +6,9 @@ list's order; a reading process that dies or cannot start costs time, never a si
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -53,34 +55,59 @@ def test_the_shards_are_read_by_other_processes_and_this_one(web):
         assert len({pid for _, pid in got[k::3]}) == 1
 
 
-def die_outside_the_test(answer):
-    """Kills the reading process it runs in, unless that is the test's own."""
-    if os.getpid() != int(os.environ["FLEET_TEST_PID"]):
+def die_in_the_second_shard(answer):
+    """Kills the reading process of shard 1 (its sites' URLs end in n1, n4, n7...)."""
+    if os.getpid() != int(os.environ["FLEET_TEST_PID"]) and answer.url.endswith("/n1"):
         os._exit(3)
     return summarize_site(answer)
 
 
 def test_a_reading_process_that_dies_costs_no_site(web, monkeypatch, caplog):
+    """Three processes, shard 1's dies: its sites are read here, shard 2's are not."""
     monkeypatch.setenv("FLEET_TEST_PID", str(os.getpid()))
-    urls = _sites(web, 10)
+    urls = _sites(web, 20)
+    assert urls.index(web.base + "/n1") % 3 == 1
     with caplog.at_level(logging.WARNING, logger="agent"):
-        got = fetch_sharded(urls, 5, die_outside_the_test, processes=2, head_only=True)
+        got = fetch_sharded(urls, 5, die_in_the_second_shard, processes=3, head_only=True)
     assert _without_ms(got) == _without_ms(fetch_each(urls, 5, summarize_site,
                                                       head_only=True))
-    assert "a reading process failed (BrokenProcessPool)" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["fleet report: a reading process failed (EOFError); its sites are "
+                        "read by the report's own"]
+
+
+def sleep_outside_the_test(answer):
+    """Holds a reading process far past its allowance."""
+    if os.getpid() != int(os.environ["FLEET_TEST_PID"]):
+        time.sleep(30)
+    return summarize_site(answer)
+
+
+def test_a_reading_process_that_overruns_is_ended_and_its_sites_read_here(web, monkeypatch,
+                                                                         caplog):
+    monkeypatch.setenv("FLEET_TEST_PID", str(os.getpid()))
+    monkeypatch.setattr(fleet_shards, "START_SECONDS", 2)
+    urls = _sites(web, 4)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="agent"):
+        got = fetch_sharded(urls, 1, sleep_outside_the_test, processes=2)
+    assert time.monotonic() - started < 15  # not the 30 s of the stuck process
+    assert _without_ms(got) == _without_ms(fetch_each(urls, 5, summarize_site))
+    assert "a reading process overran its time" in caplog.text
+    assert not [p for p in multiprocessing.active_children() if p.name.endswith("reader")]
 
 
 def test_no_processes_to_be_had_the_report_reads_in_one(web, monkeypatch, caplog):
-    """E.g. a host without /dev/shm, where multiprocessing has no semaphores."""
+    """E.g. a host out of processes or memory."""
     def no_processes(*args, **kwargs):
-        raise OSError(38, "Function not implemented")
+        raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(fleet_shards, "ProcessPoolExecutor", no_processes)
+    monkeypatch.setattr(fleet_shards.multiprocessing, "get_context", no_processes)
     urls = _sites(web, 6)
     with caplog.at_level(logging.WARNING, logger="agent"):
         got = fetch_sharded(urls, 5, summarize_site, processes=4)
     assert _without_ms(got) == _without_ms(fetch_each(urls, 5, summarize_site))
-    assert "cannot start 3 reading processes (OSError); reading in one" in caplog.text
+    assert caplog.text.count("cannot start a reading process (OSError)") == 3
 
 
 def test_how_many_processes(monkeypatch):
@@ -93,10 +120,6 @@ def test_how_many_processes(monkeypatch):
     assert process_count(0) == 1
     monkeypatch.setattr(fleet_shards, "usable_cpus", lambda: 1)
     assert process_count(10_000) == 1
-
-
-def test_usable_cpus_are_this_process_s_affinity():
-    assert fleet_shards.usable_cpus() == len(os.sched_getaffinity(0))
 
 
 def test_the_report_and_the_command_take_the_number_of_processes(web, tmp_path, monkeypatch):

@@ -121,6 +121,22 @@ def test_real_ci_cd_json_keeps_to_the_contract(host, history):
     assert validate_ci_cd(host.ci_cd()) == []
 
 
+def test_real_ci_cd_json_puts_what_the_fleet_reads_before_the_history(host, history):
+    """The fleet report decodes the file only up to its first deploys record."""
+    from agent.cicd_head import read_head
+    from agent.fleet import summarize_site
+    from agent.fleet_fetch import SiteAnswer
+
+    raw = (host.content / "files" / "ci-cd.json").read_bytes()
+    whole = json.loads(raw)
+    assert list(whole)[:7] == ["schema", "site", "flag", "updated_at", "current", "pending",
+                               "deploys"]
+    head = read_head(raw)
+    assert head["deploys"] == whole["deploys"][:1] and head["current"] == whole["current"]
+    assert summarize_site(SiteAnswer("https://a", head, None, 1)) == \
+        summarize_site(SiteAnswer("https://a", whole, None, 1))
+
+
 def test_validator_finds_every_deviation(host, history):
     good = host.ci_cd()
     assert validate_ci_cd(good) == []

@@ -223,20 +223,54 @@ def test_the_python3_trigger_rebuilds_a_virtualenv_of_another_python(distro: Dis
     anew, dpkg runs the package's trigger, make-venv finds the virtualenv made for another
     Python, builds one for this one, restarts the running agent on it and removes the old."""
     g = distro.guest
-    old = f"{LIB}/venv-3.0-e2eolderpython"
-    sh(g, f"mv {distro.state['venv']} {old} && ln -sfn {Path(old).name} {VENV}")
+    old = _venv_of_an_older_python(distro)
     before = prop(g, AGENT, "InvocationID")
     g.run(["dpkg-trigger", "--no-await", "/usr/bin/python3"])
     done = g.run(["dpkg", "--triggers-only", "--pending"], timeout=300)
-    assert f"make-venv: {VENV} -> venv-{distro.python}-" in done.stdout, done.stdout
+    _assert_rebuilt_and_restarted(distro, done.stdout, old, before)
+    commit = push_release(g, "release three")
+    wait_for(lambda: deployed(g, commit), 60, "release three deployed",
+             on_timeout=lambda: g.journal(AGENT, 60))
+
+
+def test_a_failed_rebuild_keeps_the_agent_and_says_how_to_recover(distro: Distro) -> None:
+    """The trigger's rebuild fails (here: Debian's pip wheel is missing): dpkg reports the
+    error with the one command that recovers, the agent keeps running on its virtualenv, and
+    that command rebuilds it once the cause is gone."""
+    g = distro.guest
+    old = _venv_of_an_older_python(distro)
+    sh(g, "mkdir -p /root/pip-away && mv /usr/share/python-wheels/pip-*.whl /root/pip-away/")
+    before = prop(g, AGENT, "InvocationID")
+    g.run(["dpkg-trigger", "--no-await", "/usr/bin/python3"])
+    failed = g.run(["dpkg", "--triggers-only", "--pending"], check=False, timeout=300)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0, said
+    assert "Once the cause is fixed: sudo dpkg --configure -a" in said, said
+    assert g.run(["readlink", VENV]).stdout.strip() == Path(old).name
+    assert g.systemctl("is-active", AGENT, check=False).stdout.strip() == "active"
+    assert prop(g, AGENT, "InvocationID") == before
+    sh(g, "mv /root/pip-away/pip-*.whl /usr/share/python-wheels/")
+    done = g.run(["dpkg", "--configure", "-a"], timeout=300)
+    _assert_rebuilt_and_restarted(distro, done.stdout, old, before)
+
+
+def _venv_of_an_older_python(distro: Distro) -> str:
+    """Make the package's virtualenv look made for another Python; returns its new path."""
+    old = f"{LIB}/venv-3.0-e2eolderpython"
+    sh(distro.guest, f"mv {distro.state['venv']} {old} && ln -sfn {Path(old).name} {VENV}")
+    return old
+
+
+def _assert_rebuilt_and_restarted(distro: Distro, said: str, old: str, before: str) -> None:
+    """make-venv built this Python's virtualenv, removed `old`, and the agent (InvocationID
+    `before`) was restarted on it."""
+    g = distro.guest
+    assert f"make-venv: {VENV} -> venv-{distro.python}-" in said, said
     assert g.run(["readlink", "-f", VENV]).stdout.strip() == distro.state["venv"]
     assert g.run(["test", "-e", old], check=False).returncode != 0, "old virtualenv left"
     wait_for(lambda: g.systemctl("is-active", AGENT, check=False).stdout.strip() == "active",
              30, "the agent back")
     assert prop(g, AGENT, "InvocationID") != before, "the agent was not restarted"
-    commit = push_release(g, "release three")
-    wait_for(lambda: deployed(g, commit), 60, "release three deployed",
-             on_timeout=lambda: g.journal(AGENT, 60))
 
 
 def test_purge_removes_the_virtualenv_and_the_agents_files(distro: Distro) -> None:

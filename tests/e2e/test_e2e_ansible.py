@@ -54,13 +54,17 @@ def site_vars(site: SiteSpec, poll_seconds: float = 1) -> dict[str, Any]:
 
 
 def write_inventory(path: Path, controller: Controller, wheels: Path,
-                    shop_poll: float = 1, deb: Path | None = None) -> Path:
-    """The four groups of inventory.example.yml; this host in dev1 with two sites, and the
-    fleet's control host too; the agent from the wheelhouse, or the .deb `deb`. JSON is
-    YAML."""
-    sites = {s.name: site_vars(s, shop_poll if s.name == "shop" else 1) for s in SITES}
+                    shop_poll: float = 1, deb: Path | None = None,
+                    absent: tuple[str, ...] = ()) -> Path:
+    """The four groups of inventory.example.yml; this host in dev1 with two sites (but those
+    `absent`, listed in ghost_agent_sites_absent), and the fleet's control host too; the
+    agent from the wheelhouse, or the .deb `deb`. JSON is YAML."""
+    sites = {s.name: site_vars(s, shop_poll if s.name == "shop" else 1) for s in SITES
+             if s.name not in absent}
     install = {"ghost_agent_install_method": "deb", "ghost_agent_deb": str(deb)} if deb \
         else {"ghost_agent_pip_wheels": str(wheels)}
+    if absent:
+        install["ghost_agent_sites_absent"] = list(absent)
     inventory = {"all": {"children": {
         "ghost_sites": {"children": {
             "dev1": {"vars": {"ghost_agent_flag": "dev1"},
@@ -360,6 +364,43 @@ def test_a_password_in_a_remote_is_refused_before_anything_changes(lab: dict[str
     assert "s3cretT0ken" not in run.output
     assert run.recap[HOST]["changed"] == 0
     assert sha(g, "/etc/ghost-agent/shop.toml") == before
+
+
+def test_a_site_removed_from_the_host_loses_its_agent_and_its_rights(lab: dict[str, Any]
+                                                                     ) -> None:
+    """shop moves to ghost_agent_sites_absent: its agent stops, is disabled, and its config,
+    secrets, polkit rule, drop-in and sysusers entry go; its user may no longer restart
+    shop's Ghost. blog's agent is not touched. A second run changes nothing."""
+    g, controller = lab["g"], lab["controller"]
+    blog, shop = SITES
+    as_shop = ["runuser", "-u", f"ghost-agent-{shop.name}", "--", "systemctl", "restart",
+               shop.ghost_unit]
+    assert g.run(as_shop, check=False).returncode == 0  # its right, so far
+    blog_id = prop(g, blog.agent_unit, "InvocationID")
+    inventory = write_inventory(lab["work"] / "inventory-no-shop.yml", controller,
+                                lab["wheels"], absent=(shop.name,))
+    run = controller.playbook(ANSIBLE_DIR / "site.yml", inventory)
+    assert run.rc == 0, run.explain()
+    assert g.systemctl("is-active", shop.agent_unit, check=False).stdout.strip() == "inactive"
+    assert g.systemctl("is-enabled", shop.agent_unit, check=False).stdout.strip() == "disabled"
+    for path in (f"/etc/ghost-agent/{shop.name}.toml",
+                 f"/etc/credstore/ghost-agent.{shop.name}.slack-webhook-url",
+                 f"/etc/polkit-1/rules.d/10-ghost-agent-{shop.name}.rules",
+                 f"/etc/systemd/system/ghost-agent@{shop.name}.service.d/50-setup.conf",
+                 f"/etc/sysusers.d/ghost-agent-{shop.name}.conf"):
+        assert g.run(["test", "-e", path], check=False).returncode != 0, f"{path} left"
+    shop_ghost = prop(g, shop.ghost_unit, "InvocationID")
+    denied = g.run(as_shop, check=False)  # no rule: polkit asks for an admin, whom nobody is
+    assert denied.returncode != 0, denied.stderr
+    assert "Interactive authentication required" in denied.stderr, denied.stderr
+    assert prop(g, shop.ghost_unit, "InvocationID") == shop_ghost
+    assert g.run(["test", "-e", f"/etc/polkit-1/rules.d/10-ghost-agent-{blog.name}.rules"],
+                 check=False).returncode == 0
+    assert prop(g, blog.agent_unit, "InvocationID") == blog_id
+    assert g.systemctl("is-active", blog.agent_unit).stdout.strip() == "active"
+    again = controller.playbook(ANSIBLE_DIR / "site.yml", inventory)
+    assert again.rc == 0 and again.recap[HOST]["changed"] == 0, \
+        "\n".join(again.changed_tasks()) + again.explain()
 
 
 # --------------------------------------------------------------------------- the .deb way
