@@ -1,7 +1,8 @@
 """Benchmark of `ghost-agent fleet` at scale (a script, not a test; it asserts nothing):
 
     python3 tests/bench_fleet.py [--sites 500,1000,2000] [--repeat 3] [--hostile 20]
-                                 [--slow 20] [--timeout 3] [--deploys 150] [--baseline CHECKOUT]
+                                 [--slow 20] [--timeout 3] [--deploys 150] [--processes N]
+                                 [--baseline CHECKOUT]
 
 Stand-ins on 127.0.0.1, in a separate process (one threaded HTTP server, one path per site):
 good sites serving a realistic ci-cd.json (agent.publish.build_document, `--deploys` records
@@ -291,16 +292,20 @@ timeout_seconds = {timeout:g}
 
 
 def run_once(mode: str, checkout: Path, urls: list[str], timeout: float,
-             out: Path | None = None) -> dict:
+             out: Path | None = None, processes: int = 0) -> dict:
     """One run in a fresh interpreter; `out`: the report directory (a new one if None; one
-    holding a report makes this run the next day's)."""
+    holding a report makes this run the next day's); `processes`: [fleet] processes (0: the
+    key left out, as a baseline may not know it)."""
     with tempfile.TemporaryDirectory() as tmp:
         sites_file = Path(tmp) / "sites"
         sites_file.write_text("\n".join(urls) + "\n")
         out = out or Path(tmp) / "out"
         # the command reads its timeout from [fleet] timeout_seconds: a config of its own
         config = Path(tmp) / "agent.toml"
-        config.write_text(CONFIG.format(tmp=tmp, timeout=timeout))
+        text = CONFIG.format(tmp=tmp, timeout=timeout)
+        if processes:
+            text += f"processes = {processes}\n"
+        config.write_text(text)
         env = {**os.environ, "PYTHONPATH": str(checkout), "GHOST_AGENT_CONFIG": str(config)}
         result = subprocess.run([sys.executable, "-c", RUNNER, mode, str(sites_file), str(out),
                                  str(timeout)], env=env, capture_output=True, text=True,
@@ -337,6 +342,8 @@ def main() -> int:
     parser.add_argument("--sites", default="500,1000,2000",
                         help="good sites per row, comma-separated (default 500,1000,2000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of ours per row")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="ours with [fleet] processes = N (default: its own choice)")
     parser.add_argument("--hostile", type=int, default=20)
     parser.add_argument("--slow", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=3.0)
@@ -371,7 +378,7 @@ def main() -> int:
             for count in counts:
                 urls = site_urls(base, closed, count, args.slow, args.hostile, args.timeout,
                                  order)
-                procs = process_count(len(urls))
+                procs = process_count(len(urls), args.processes)
                 if args.baseline:
                     theirs = run_once("command", args.baseline, urls, args.timeout)
                 else:
@@ -380,10 +387,10 @@ def main() -> int:
                 for _ in range(args.repeat):
                     with tempfile.TemporaryDirectory() as out:  # each a first-ever run
                         runs.append(run_once("command", _REPO_ROOT, urls, args.timeout,
-                                             Path(out)))
+                                             Path(out), args.processes))
                         if order == "last":  # the next morning: last time's slowest first
                             nights.append(run_once("command", _REPO_ROOT, urls, args.timeout,
-                                                   Path(out)))
+                                                   Path(out), args.processes))
                 rows.append((count, procs, _row(count, procs, args, order, runs, theirs), order))
                 if nights:
                     _row(count, procs, args, "last+1d", nights, theirs)
