@@ -119,8 +119,10 @@ class _Service:
         if config.fleet and config.fleet.at:
             from agent.fleet_job import DailyReport
 
+            # a long site list may take longer than the budget below: the report tells the
+            # watchdog how long it may take, once it knows how many sites there are
             self._daily = DailyReport(config.fleet, config.agent.state_dir, agent.notifier,
-                                      config.fleet.report_url)
+                                      config.fleet.report_url, expect=heartbeat.expect)
             self.timers.every(WATCH_SECONDS, functools.partial(
                 self.guarded, "fleet report", self._fleet_report,
                 config.fleet.timeout_seconds * 2 + 60))

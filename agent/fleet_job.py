@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.config import FleetConfig
 from agent.fleet import NEEDS_A_LOOK, load_previous, summarize, summarize_site
-from agent.fleet_shards import fetch_sharded, process_count
+from agent.fleet_shards import fetch_sharded, process_count, worst_seconds
 from agent.fleet_render import slack_summary, write_report
 from agent.fleet_sites import read_sites
 from agent.notifiers import Notifier
@@ -21,18 +22,24 @@ from agent.window import host_zone, opening_on
 
 log = logging.getLogger("agent")
 LATE_LIMIT = timedelta(hours=1)  # an agent started later than this after `at` waits a day
+WRITE_SECONDS = 60  # the report's allowance besides reading: summary, files, Slack
 
 
 def run_report(config: FleetConfig, *, now: datetime, notifier: Notifier | None = None,
-               report_url: str | None = None) -> dict:
-    """Make the report; returns the summary. What a site answers never makes it raise."""
+               report_url: str | None = None,
+               expect: Callable[[float], None] | None = None) -> dict:
+    """Make the report; returns the summary. What a site answers never makes it raise.
+    `expect`, if given, is told the seconds the report may take at most, once the site list
+    is read (the service's watchdog: sdnotify.Heartbeat.expect)."""
     urls = read_sites(config)
+    processes = process_count(len(urls), config.processes)
+    if expect is not None:
+        expect(worst_seconds(len(urls), processes, config.timeout_seconds) + WRITE_SECONDS)
     previous = load_previous(config.out_dir)
     # a slow site's deadline starts when a worker takes it up: started last, it would hold
     # the report for its whole timeout after the rest, so last time's slowest go first
     order = slowest_first(urls, previous)
     # each document is reduced to its line of the report as soon as it is read
-    processes = process_count(len(urls), config.processes)
     # (of each document only its head: the keys before "deploys" and its newest record)
     fetched = fetch_sharded([urls[i] for i in order], config.timeout_seconds, summarize_site,
                             processes=processes, head_only=True)
@@ -84,8 +91,10 @@ class DailyReport:
     """
 
     def __init__(self, config: FleetConfig, state_dir: Path, notifier: Notifier,
-                 report_url: str | None = None):
+                 report_url: str | None = None,
+                 expect: Callable[[float], None] | None = None):
         self.config = config
+        self.expect = expect  # told how long the report may take (run_report's `expect`)
         self.marker = state_dir / "fleet-last-run"
         self.notifier = notifier
         self.report_url = report_url
@@ -109,4 +118,4 @@ class DailyReport:
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(now.astimezone(self.zone).date().isoformat() + "\n")
         return run_report(self.config, now=now, notifier=self.notifier,
-                          report_url=self.report_url)
+                          report_url=self.report_url, expect=self.expect)

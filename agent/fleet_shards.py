@@ -49,6 +49,21 @@ def process_count(sites: int, wanted: int = 0) -> int:
     return max(1, min(wanted, sites))
 
 
+def worst_seconds(sites: int, processes: int, timeout: float) -> float:
+    """An upper bound of fetch_sharded's seconds for `sites` sites (what the service's
+    watchdog must allow the report): every site taking its whole `timeout`, one round of
+    workers after another, and with several processes, each of them failing at its deadline
+    and its shard then read again by this one."""
+    count = max(1, min(processes, sites))
+    rounds = math.ceil(sites / fleet_fetch.MAX_WORKERS)  # one process: this one
+    if count == 1:
+        return (timeout + 1) * rounds
+    workers = max(4, fleet_fetch.MAX_WORKERS // count)
+    shard = math.ceil(sites / count)
+    return (START_SECONDS + (timeout + 1) * math.ceil(shard / workers)
+            + (timeout + 1) * math.ceil(shard / fleet_fetch.MAX_WORKERS) * count)
+
+
 def fetch_sharded(urls: Sequence[str], timeout: float, digest: Callable[[SiteAnswer], T], *,
                   processes: int, head_only: bool = False) -> list[T]:
     """[digest(answer) for each URL] as agent.fleet_fetch.fetch_each gives it (`head_only`

@@ -18,6 +18,7 @@ import pytest
 from agent import fleet_job
 from agent.config import FleetConfig
 from agent.fleet_job import DailyReport
+from tests.configs import MINIMAL_CONFIG
 from tests.test_fleet import web  # noqa: F401, F811 - a fixture
 
 UTC = timezone.utc
@@ -140,3 +141,33 @@ def test_fleet_leaves_a_host_agent_toml_it_cannot_read_alone(tmp_path, monkeypat
     assert (tmp_path / "out" / "ci-cd.json").is_file()
     # named, the same file is read (and its error said)
     assert cli.main(["fleet", "--config", str(host_config), "--sites", str(sites)]) == 78
+
+
+def test_the_service_s_watchdog_is_told_how_long_a_long_report_may_take(tmp_path):
+    """A list of 3,000 sites may take far longer than the fleet job's first budget
+    (timeout * 2 + 60 s): once the list is read, the report tells the service's watchdog
+    its upper bound (agent.fleet_shards.worst_seconds), before it fetches anything."""
+    from types import SimpleNamespace
+
+    from agent import daemon
+    from agent.config import load_config
+    from agent.fleet_shards import process_count, worst_seconds
+    from tests.test_daemon import StandInAgent
+    from tests.test_fleet import closed_port_url
+
+    sites = tmp_path / "sites"
+    closed = closed_port_url()
+    sites.write_text("".join(f"{closed}/s{n}\n" for n in range(3000)))
+    path = tmp_path / "agent.toml"
+    path.write_text(MINIMAL_CONFIG.replace("[git]\n", f'[agent]\nstate_dir = "{tmp_path}/s"\n\n'
+                                           "[git]\n")
+                    + f'\n[fleet]\nsites_file = "{sites}"\nout_dir = "{tmp_path}/out"\n'
+                      'at = "05:00"\ntimezone = "UTC"\ntimeout_seconds = 1\nprocesses = 1\n')
+    told: list[float] = []
+    service = daemon._Service(load_config(path), StandInAgent({}),
+                              SimpleNamespace(expect=told.append))
+    summary = service._daily.run_if_due(utc(11, 30, 5, 1))
+    assert summary["totals"]["unreachable"] == 3000
+    bound = worst_seconds(3000, process_count(3000, 1), 1)
+    assert told == [bound + fleet_job.WRITE_SECONDS]
+    assert told[0] > 1 * 2 + 60  # more than the job's first budget

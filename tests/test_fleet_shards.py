@@ -148,3 +148,26 @@ def test_the_command_refuses_a_number_of_processes_out_of_range(value, capsys):
     assert stop.value.code == 2
     assert f"--processes: expected a whole number from 1 to 64, not '{value}'" in \
         capsys.readouterr().err
+
+
+def test_worst_seconds_bounds_a_report_of_silent_sites(monkeypatch):
+    """Sites that never answer take their whole timeout, a round of workers at a time: the
+    bound the watchdog is given holds, in one process and in two."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # accepted by the kernel, never answered
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setattr(fleet_shards.fleet_fetch, "MAX_WORKERS", 4)  # rounds of 4 sites
+    try:
+        for processes in (1, 2):
+            urls = [f"{url}/s{processes}-{n}" for n in range(10)]
+            started = time.monotonic()
+            got = fetch_sharded(urls, 0.5, summarize_site, processes=processes)
+            took = time.monotonic() - started
+            assert [s.entry["error"] for s in got] == ["timed out after 0.5s"] * 10
+            assert took <= fleet_shards.worst_seconds(10, processes, 0.5), (processes, took)
+            assert took >= 0.5 * 3 if processes == 1 else True  # three rounds of 4 workers
+    finally:
+        listener.close()
