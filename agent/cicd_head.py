@@ -54,7 +54,7 @@ def read_head(body: bytes) -> Any:
         pos = _skip(text, pos + 1)
         if key == "deploys" and text.startswith("[", pos):
             if not all(name in doc for name in WRITTEN_FIRST):
-                return _first_record_only(json.loads(text))
+                return first_record_only(json.loads(text))
             pos = _skip(text, pos + 1)
             doc[key] = [] if text.startswith("]", pos) else [_decode(text, pos)[0]]
             return doc
@@ -67,9 +67,12 @@ def read_head(body: bytes) -> Any:
         pos = _skip(text, pos + 1)
 
 
-def _first_record_only(doc: Any) -> Any:
-    if isinstance(doc, dict) and isinstance(doc.get("deploys"), list):
-        doc["deploys"] = doc["deploys"][:1]
+def first_record_only(doc: Any) -> Any:
+    """`doc` (any decoded JSON) with a top-level "deploys" array cut to its first record, as a
+    new dict; anything else as it is."""
+    if isinstance(doc, dict) and isinstance(doc.get("deploys"), list) \
+            and len(doc["deploys"]) > 1:
+        return {**doc, "deploys": doc["deploys"][:1]}
     return doc
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import text
+from agent.cicd_head import first_record_only
 from agent.cicd_shape import shape_problem
 from agent.clock import aware, parse_time
 from agent.fleet_fetch import MAX_BYTES, SiteAnswer, is_unreachable
@@ -102,7 +103,9 @@ def summarize_site(answer: SiteAnswer) -> SiteSummary:
     from the answers."""
     doc = answer.doc if isinstance(answer.doc, dict) else None
     if doc is not None and answer.error is None:
-        doc = _newest_deploy_only(doc)
+        # the newest record is the only one the report reads: an odd record further back
+        # is no news, and checking a long history costs ~0.3 ms a site
+        doc = first_record_only(doc)
         problem = shape_problem(doc)
         if problem is None:
             flag = one_line(doc.get("flag"), NAME_MAX)
@@ -117,15 +120,6 @@ def summarize_site(answer: SiteAnswer) -> SiteSummary:
             return SiteSummary(answer.url, flag, versions, entry, inputs)
         answer = SiteAnswer(answer.url, None, f"wrong schema: {problem}", answer.ms)
     return SiteSummary(answer.url, None, (), _failed_entry(answer, None), None)
-
-
-def _newest_deploy_only(doc: dict) -> dict:
-    """`doc` with its deploys cut to the newest record, the only one the report reads: an
-    odd record further back is no news, and checking a long history costs ~0.3 ms a site."""
-    deploys = doc.get("deploys")
-    if isinstance(deploys, list) and len(deploys) > 1:
-        return {**doc, "deploys": deploys[:1]}
-    return doc
 
 
 def summarize(answers: Sequence[SiteAnswer | SiteSummary], now: datetime, *,

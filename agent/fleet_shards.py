@@ -55,13 +55,28 @@ def worst_seconds(sites: int, processes: int, timeout: float) -> float:
     workers after another, and with several processes, each of them failing at its deadline
     and its shard then read again by this one."""
     count = max(1, min(processes, sites))
-    rounds = math.ceil(sites / fleet_fetch.MAX_WORKERS)  # one process: this one
     if count == 1:
-        return (timeout + 1) * rounds
-    workers = max(4, fleet_fetch.MAX_WORKERS // count)
+        return _rounds_seconds(sites, fleet_fetch.MAX_WORKERS, timeout)
     shard = math.ceil(sites / count)
-    return (START_SECONDS + (timeout + 1) * math.ceil(shard / workers)
-            + (timeout + 1) * math.ceil(shard / fleet_fetch.MAX_WORKERS) * count)
+    return (_reader_seconds(shard, count, timeout)
+            + _rounds_seconds(shard, fleet_fetch.MAX_WORKERS, timeout) * count)
+
+
+def _workers(count: int) -> int:
+    """Each process's workers: about MAX_WORKERS fetches under way in all, so about as many
+    bodies held at once."""
+    return max(4, fleet_fetch.MAX_WORKERS // count)
+
+
+def _rounds_seconds(sites: int, workers: int, timeout: float) -> float:
+    """The longest `sites` fetches take: every one its whole timeout (and the watchdog's
+    look), one round of `workers` after another."""
+    return (timeout + 1) * math.ceil(sites / workers)
+
+
+def _reader_seconds(shard: int, count: int, timeout: float) -> float:
+    """How long a reading process of `count` may take over `shard` sites, from its start."""
+    return START_SECONDS + _rounds_seconds(shard, _workers(count), timeout)
 
 
 def fetch_sharded(urls: Sequence[str], timeout: float, digest: Callable[[SiteAnswer], T], *,
@@ -75,14 +90,12 @@ def fetch_sharded(urls: Sequence[str], timeout: float, digest: Callable[[SiteAns
     if count == 1:
         return fetch_each(urls, timeout, digest, head_only=head_only)
     shards = [urls[k::count] for k in range(count)]
-    # about MAX_WORKERS fetches under way in all, so about as many bodies held at once
-    workers = max(4, fleet_fetch.MAX_WORKERS // count)
+    workers = _workers(count)
     started = time.monotonic()
     readers = [_start(shard, timeout, digest, workers, head_only) for shard in shards[1:]]
     answers: list[list | None] = [fetch_each(shards[0], timeout, digest, max_workers=workers,
                                              head_only=head_only)]
-    # a shard's fetches end within its timeout, one round of workers after another
-    deadline = started + START_SECONDS + timeout * math.ceil(len(shards[0]) / workers)
+    deadline = started + _reader_seconds(len(shards[0]), count, timeout)
     answers += [_answers_of(reader, deadline) for reader in readers]
     results: list = [None] * len(urls)
     for k, shard in enumerate(shards):
